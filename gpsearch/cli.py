@@ -1,0 +1,48 @@
+"""The ``gpsearch`` command: a thin argparse layer over functions callable from Python.
+
+Every subcommand lives in ``gpsearch/commands/<name>.py`` and exposes ``add_arguments(parser)``
+and ``run(args) -> int``. A ``UserError`` anywhere becomes one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from .errors import UserError
+
+COMMANDS = {
+    "prune": "prune a model with a metric tree and measure its perplexity",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gpsearch", description="Discover pruning metrics for "
+                                     "LLMs by genetic programming. Sparsity always means the "
+                                     "fraction of weights set to zero (0.9 = 90%% zeros).")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, help_text in COMMANDS.items():
+        mod = importlib.import_module(f"gpsearch.commands.{name}")
+        p = sub.add_parser(name, help=help_text, description=mod.__doc__)
+        mod.add_arguments(p)
+        p.set_defaults(_module=mod)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args._module.run(args) or 0)
+    except UserError as e:
+        print(f"gpsearch {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"gpsearch {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""Options shared by several subcommands (model, data, calibration, evaluation)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from ..config import CalibConfig, EvalConfig
+from ..models import EMBEDDED
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=EMBEDDED,
+                   help=f"'{EMBEDDED}' (embedded), a hub id, a local HF directory or a .gguf file")
+    p.add_argument("--dtype", default="float32", help="float32 (default), bfloat16 or float16")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
+    p.add_argument("--cache-dir", default=None, help="feature cache (default ~/.cache/gpsearch "
+                   "or $GPSEARCH_CACHE)")
+
+
+def add_calib_args(p: argparse.ArgumentParser, nsamples: int = 128, seqlen: int = 256) -> None:
+    p.add_argument("--data", default="wiki",
+                   help="wiki (embedded), wikitext2, c4, or a local .txt/.jsonl file or folder")
+    p.add_argument("--nsamples", type=int, default=nsamples, help="calibration samples")
+    p.add_argument("--seqlen", type=int, default=seqlen,
+                   help="tokens per calibration sample and per evaluation window")
+    p.add_argument("--seed", type=int, default=0, help="calibration sampling seed")
+    p.add_argument("--batch-size", type=int, default=4, help="calibration / evaluation batch size")
+    p.add_argument("--max-windows", type=int, default=None,
+                   help="evaluate on at most this many windows (default: the whole split)")
+
+
+def calib_from(args) -> CalibConfig:
+    return CalibConfig(data=args.data, nsamples=args.nsamples, seqlen=args.seqlen,
+                       seed=args.seed, batch_size=args.batch_size)
+
+
+def eval_from(args, split: str = "test") -> EvalConfig:
+    return EvalConfig(data=args.data, split=split, seqlen=args.seqlen,
+                      max_windows=args.max_windows, batch_size=args.batch_size)
+
+
+def write_json(path: str | Path, obj) -> None:
+    """Write JSON atomically (a crash never leaves half a file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
+    os.replace(tmp, path)

@@ -1,0 +1,165 @@
+"""The evaluator: a model and its features kept resident; prune with a metric tree, measure
+perplexity, restore the dense weights. Everything else (search, baselines, workers) uses it."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+from .blockwise import sequential_blocks
+from .config import CalibConfig, EvalConfig
+from .data import eval_windows
+from .errors import UserError
+from .features import FeatureStore
+from .masks import Pattern, make_mask
+from .models import EMBEDDED, LoadedModel, block_linears, load_model, prunable_linears, set_threads
+from .perplexity import perplexity
+from .stats import attach_stats, remove_hooks
+from .tree import EXTENDED, Node, check_score, evaluate, terminals_used, to_prefix
+
+MODES = ("dense", "sequential")
+
+
+class Evaluator:
+    """Prune a resident model with any metric tree and score it; ``restore()`` undoes the pruning."""
+
+    def __init__(self, model: str = EMBEDDED, calib: CalibConfig | None = None,
+                 dtype: str = "float32", device: str = "cpu", cache_dir: Path | None = None,
+                 progress: bool = False, use_cache: bool = True, lm: LoadedModel | None = None):
+        set_threads()
+        self.calib = calib or CalibConfig()
+        self.lm = lm or load_model(model, dtype, device)
+        self.model = self.lm.model
+        self.progress = progress
+        self.linears = prunable_linears(self.model)
+        self.dense = {n: lin.weight.detach().clone() for n, lin in self.linears.items()}
+        self.features = FeatureStore(self.lm, self.calib, cache_dir, progress, use_cache)
+        self._windows: dict[EvalConfig, torch.Tensor] = {}
+        self.timings: dict[str, float] = {}
+
+    # ---- data ---------------------------------------------------------------------------------
+    def windows(self, ev: EvalConfig) -> torch.Tensor:
+        if ev not in self._windows:
+            self._windows[ev] = eval_windows(self.lm.tokenizer, ev)
+        return self._windows[ev]
+
+    def perplexity(self, ev: EvalConfig, progress: bool | None = None) -> dict:
+        p = self.progress if progress is None else progress
+        out = perplexity(self.model, self.windows(ev), ev.batch_size, progress=p)
+        out.update(split=ev.split, data=ev.data)
+        return out
+
+    # ---- scores -------------------------------------------------------------------------------
+    def terminals(self, name: str, needed: set[str], local: dict | None = None) -> dict:
+        """The terminal tensors of one linear. ``local`` overrides X/H (sequential mode)."""
+        t = {}
+        for term in needed:
+            if term == "W":
+                t["W"] = self.dense[name].abs().float()
+            elif term in ("X", "S"):
+                x = local["X"][name] if local else self.features.get("X")[name]
+                t[term] = x if term == "X" else x.sqrt()
+            elif term == "H":
+                t["H"] = local["H"][name] if local and "H" in local else self.features.get("H")[name]
+            elif term == "G":
+                t["G"] = self.features.get("G")[name]
+        return t
+
+    def score(self, tree: Node, name: str, local: dict | None = None) -> torch.Tensor:
+        needed = terminals_used(tree)
+        raw = evaluate(tree, self.terminals(name, needed, local), EXTENDED)
+        return check_score(raw, self.dense[name].shape)
+
+    def prepare(self, tree: Node) -> None:
+        """Compute (or load) the features the tree needs, so later timings exclude them."""
+        needed = terminals_used(tree)
+        for kind, terms in (("X", {"X", "S"}), ("G", {"G"}), ("H", {"H"})):
+            if needed & terms:
+                self.features.get(kind)
+
+    # ---- pruning ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def prune(self, tree: Node, sparsity: float, pattern: Pattern, mode: str = "dense") -> dict:
+        """Zero the lowest-scoring weights of every prunable linear, in place. Returns per-layer
+        counts {name: (zeros, total)}."""
+        if mode not in MODES:
+            raise UserError(f"unknown feature mode {mode!r}; choose dense or sequential")
+        t0 = time.perf_counter()
+        if mode == "dense":
+            self.prepare(tree)
+            t1 = time.perf_counter()
+            for name, lin in self.linears.items():
+                lin.weight.masked_fill_(make_mask(self.score(tree, name), sparsity, pattern), 0.0)
+        else:
+            t1 = t0
+            self._prune_sequential(tree, sparsity, pattern)
+        self.timings = {"features_s": t1 - t0, "prune_s": time.perf_counter() - t1}
+        return self.layer_counts()
+
+    def _prune_sequential(self, tree: Node, sparsity: float, pattern: Pattern) -> None:
+        needed = terminals_used(tree)
+        if "G" in needed:
+            self.features.get("G")  # gradients always come from the dense model
+        want_stats = bool(needed & {"X", "S", "H"})
+
+        def process(i, block, inputs):
+            names = {f"{i}.{k}": v for k, v in block_linears(block).items()}
+            local = None
+            if want_stats:
+                stats, handles = attach_stats(names, hessian="H" in needed)
+                try:
+                    for inp in inputs:
+                        inp.run(block)
+                finally:
+                    remove_hooks(handles)
+                local = {"X": {n: s.x for n, s in stats.items()}}
+                if "H" in needed:
+                    local["H"] = {n: s.inverse_hessian_diag() for n, s in stats.items()}
+            for name, lin in names.items():
+                lin.weight.masked_fill_(make_mask(self.score(tree, name, local), sparsity, pattern), 0.0)
+
+        with torch.no_grad():
+            sequential_blocks(self.model, self.features.samples(), self.calib.batch_size, process,
+                              progress=self.progress, desc="prune blocks")
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        for name, lin in self.linears.items():
+            lin.weight.copy_(self.dense[name])
+
+    def layer_counts(self) -> dict[str, tuple[int, int]]:
+        return {n: (int((lin.weight == 0).sum()), lin.weight.numel()) for n, lin in self.linears.items()}
+
+    def pruned_modules(self) -> list[str]:
+        """Names inside a block of the linears that are pruned (same in every block)."""
+        return sorted({n.split(".", 1)[1] for n in self.linears})
+
+    # ---- one evaluation -----------------------------------------------------------------------
+    def evaluate(self, tree: Node, sparsity: float, pattern: Pattern, ev: EvalConfig,
+                 mode: str = "dense", per_layer: bool = False, keep: bool = False) -> dict:
+        """Prune, measure perplexity on ``ev``, restore (unless keep). Returns a full record."""
+        try:
+            counts = self.prune(tree, sparsity, pattern, mode)
+            t0 = time.perf_counter()
+            ppl = self.perplexity(ev)
+            forward_s = time.perf_counter() - t0
+        finally:
+            if not keep:
+                self.restore()
+        zeros = sum(z for z, _ in counts.values())
+        total = sum(t for _, t in counts.values())
+        rec = {
+            "model": self.lm.spec, "tree": to_prefix(tree), "sparsity": sparsity,
+            "pattern": str(pattern), "scope": pattern.scope, "features": mode,
+            "achieved_sparsity": zeros / total, "ppl": ppl["ppl"],
+            "evaluation": {**ev.to_dict(), "windows": ppl["windows"], "tokens": ppl["tokens"]},
+            "calibration": self.calib.to_dict(),
+            "pruned_modules": self.pruned_modules(), "n_pruned_linears": len(counts),
+            "timings": {**self.timings, "forward_s": forward_s},
+        }
+        if per_layer:
+            rec["per_layer"] = {n: z / t for n, (z, t) in counts.items()}
+        return rec
+

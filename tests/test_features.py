@@ -1,0 +1,64 @@
+import torch
+
+from gpsearch.config import CalibConfig
+from gpsearch.features import FeatureStore, collect_gradients, collect_input_stats
+from gpsearch.models import prunable_linears
+from gpsearch.stats import InputStats
+from tests.conftest import loaded, make_llama
+
+
+def test_x_is_wandas_scaler_row():
+    lin_inputs = [torch.randn(3, 5, 8), torch.randn(2, 5, 8)]
+    st = InputStats(8, hessian=True)
+    for x in lin_inputs:
+        st.add(x)
+    allx = torch.cat(lin_inputs)  # 5 samples
+    expected = (allx.pow(2).sum(dim=1)).mean(dim=0, keepdim=True)  # mean over samples of ||x_j||^2
+    assert torch.allclose(st.x, expected, rtol=1e-5)
+    flat = allx.reshape(-1, 8)
+    assert torch.allclose(st.h, 2.0 / 5 * flat.t() @ flat, rtol=1e-4, atol=1e-5)
+
+
+def test_dense_x_matches_hooks_on_the_model():
+    model = make_llama()
+    lins = prunable_linears(model)
+    samples = torch.randint(0, 128, (4, 9), generator=torch.Generator().manual_seed(0))
+    stats = collect_input_stats(model, lins, samples, batch_size=3)
+    seen = []
+    h = lins["1.mlp.down_proj"].register_forward_hook(lambda m, a, o: seen.append(a[0].detach()))
+    with torch.no_grad():
+        model(input_ids=samples)
+    h.remove()
+    expected = seen[0].pow(2).sum(dim=1).mean(dim=0, keepdim=True)
+    assert torch.allclose(stats["1.mlp.down_proj"].x, expected, rtol=1e-4)
+
+
+def test_g_is_100_sqrt_sum_of_squared_per_sample_gradients():
+    model = make_llama()
+    lins = prunable_linears(model)
+    samples = torch.randint(0, 128, (3, 7), generator=torch.Generator().manual_seed(1))
+    G = collect_gradients(model, lins, samples)
+    # independent computation: autograd.grad per sample
+    w = lins["0.self_attn.q_proj"].weight
+    acc = torch.zeros_like(w)
+    for i in range(3):
+        ids = samples[i:i + 1]
+        w.requires_grad_(True)
+        (g,) = torch.autograd.grad(model(input_ids=ids, labels=ids).loss, w)
+        acc += g * g
+    assert torch.allclose(G["0.self_attn.q_proj"], 100 * acc.sqrt(), rtol=1e-4, atol=1e-6)
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_features_are_cached_on_disk(tmp_path, tokenizer, corpus):
+    calib = CalibConfig(data=corpus, nsamples=4, seqlen=16, batch_size=2)
+    lm = loaded(make_llama(), tokenizer)
+    a = FeatureStore(lm, calib, tmp_path)
+    xa = a.get("X")
+    assert a.computed == ["X"] and a.path("X").is_file()
+    b = FeatureStore(lm, calib, tmp_path)
+    xb = b.get("X")
+    assert b.computed == []
+    assert all(torch.equal(xa[k], xb[k]) for k in xa)
+    other = FeatureStore(lm, CalibConfig(data=corpus, nsamples=5, seqlen=16), tmp_path)
+    assert other.path("X") != a.path("X")
