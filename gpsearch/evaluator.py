@@ -37,6 +37,7 @@ class Evaluator:
         self.dense = {n: lin.weight.detach().clone() for n, lin in self.linears.items()}
         self.features = FeatureStore(self.lm, self.calib, cache_dir, progress, use_cache)
         self._windows: dict[EvalConfig, torch.Tensor] = {}
+        self._abs: dict[str, torch.Tensor] = {}
         self.timings: dict[str, float] = {}
 
     # ---- data ---------------------------------------------------------------------------------
@@ -57,7 +58,7 @@ class Evaluator:
         t = {}
         for term in needed:
             if term == "W":
-                t["W"] = self.dense[name].abs().float()
+                t["W"] = self.abs_weight(name)
             elif term in ("X", "S"):
                 x = local["X"][name] if local else self.features.get("X")[name]
                 t[term] = x if term == "X" else x.sqrt()
@@ -66,6 +67,12 @@ class Evaluator:
             elif term == "G":
                 t["G"] = self.features.get("G")[name]
         return t
+
+    def abs_weight(self, name: str) -> torch.Tensor:
+        """|dense weight| in float32, cached (one extra copy of the linears: trees read W often)."""
+        if name not in self._abs:
+            self._abs[name] = self.dense[name].abs().float()
+        return self._abs[name]
 
     def score(self, tree: Node, name: str, local: dict | None = None) -> torch.Tensor:
         needed = terminals_used(tree)

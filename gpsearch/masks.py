@@ -61,6 +61,9 @@ def _lowest(score: torch.Tensor, k: int) -> torch.Tensor:
     if k >= score.shape[-1]:
         return ~mask
     kth = torch.topk(score, k, dim=-1, largest=False, sorted=False).values.amax(dim=-1, keepdim=True)
+    at_most = score <= kth
+    if bool((at_most.sum(dim=-1) == k).all()):  # no ties across the threshold: done
+        return at_most
     below = score < kth
     need = k - below.sum(dim=-1, keepdim=True)  # how many entries equal to kth to take
     tied = score == kth

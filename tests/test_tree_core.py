@@ -27,8 +27,8 @@ def random_tree(rng, reg, depth):
     return Node(op.name, tuple(random_tree(rng, reg, depth - 1) for _ in range(op.arity)))
 
 
-def ev(expr, t=None):
-    return evaluate(parse_prefix(expr, EXTENDED), t or terms(), EXTENDED)
+def ev(expr, t=None, dtype=torch.float64):
+    return evaluate(parse_prefix(expr, EXTENDED), t or terms(), EXTENDED, dtype)
 
 
 def test_operator_semantics():
@@ -43,6 +43,14 @@ def test_operator_semantics():
     assert torch.equal(ev("pow(W)", t), ev("sqr(W)", t)) and torch.equal(ev("skp(W)", t), t["W"].double())
     m = ev("mms(G)", t)
     assert float(m.min()) == 0.0 and float(m.max()) == 1.0
+
+
+def test_float32_first_and_float64_when_float32_overflows():
+    t = {"W": torch.tensor([[1.0, 2.0]]), "G": torch.tensor([[95.0, 99.0]])}
+    assert ev("mul(W, W)", t, None).dtype == torch.float32
+    out = ev("exp(G)", t, None)  # e^99 overflows float32
+    assert out.dtype == torch.float64 and torch.isfinite(out).all()
+    assert torch.allclose(ev("mul(W, sqrt(G))", t, None).double(), ev("mul(W, sqrt(G))", t), rtol=1e-6)
 
 
 def test_bad_operators_are_refused_at_registration():
@@ -72,17 +80,17 @@ def test_published_tree_formula():
     t = terms(3)
     g = t["G"].double()
     expected = (t["W"].double() * t["W"].double()).abs() * (g - g.min()) / (g.max() - g.min())
-    assert torch.allclose(evaluate(tree, t), expected)
+    assert torch.allclose(evaluate(tree, t).double(), expected, rtol=1e-5)
     assert load_tree("pruner_zero") == tree
 
 
 def test_known_trees():
     t = terms(4)
     W, X = t["W"].double(), t["X"].double()
-    assert torch.allclose(evaluate(load_tree("wanda"), t), W * X.sqrt())
-    assert torch.allclose(evaluate(load_tree("gblm"), t), W * X.sqrt() + W * t["G"].double())
+    assert torch.allclose(evaluate(load_tree("wanda"), t).double(), W * X.sqrt(), rtol=1e-5)
+    assert torch.allclose(evaluate(load_tree("gblm"), t).double(), W * X.sqrt() + W * t["G"].double(), rtol=1e-5)
     ria = (W / W.sum(dim=0, keepdim=True) + W / W.sum(dim=1, keepdim=True)) * X.sqrt().sqrt()
-    assert torch.allclose(evaluate(load_tree("ria"), t, EXTENDED), ria)
+    assert torch.allclose(evaluate(load_tree("ria"), t, EXTENDED).double(), ria, rtol=1e-5)
     assert load_tree("magnitude") == Node("W")
 
 

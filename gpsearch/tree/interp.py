@@ -9,20 +9,31 @@ from ..errors import TreeError
 from .node import Node
 from .ops import EXTENDED, Registry
 
-DTYPE = torch.float64  # exp(min(x, 100)) and squares of large values overflow float32
+def evaluate(node: Node, terminals: dict[str, torch.Tensor], registry: Registry = EXTENDED,
+             dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Value of the tree on the given terminal tensors (post-order, no recursion).
+
+    dtype None: float32 first (fast), and float64 again when float32 overflows to inf/NaN
+    (exp(min(x, 100)) alone exceeds float32's range), so the protected semantics hold exactly."""
+    if dtype is None:
+        out = _evaluate(node, terminals, registry, torch.float32)
+        lo, hi = torch.aminmax(out) if out.numel() else (out, out)
+        if out.numel() and bool(torch.isfinite(lo) & torch.isfinite(hi)):
+            return out
+        return _evaluate(node, terminals, registry, torch.float64)
+    return _evaluate(node, terminals, registry, dtype)
 
 
-def evaluate(node: Node, terminals: dict[str, torch.Tensor], registry: Registry = EXTENDED) -> torch.Tensor:
-    """Value of the tree on the given terminal tensors (post-order, no recursion)."""
+def _evaluate(node: Node, terminals: dict, registry: Registry, dtype: torch.dtype) -> torch.Tensor:
     values: dict[int, torch.Tensor] = {}
     stack = [(node, False)]
     while stack:
         n, expanded = stack.pop()
         if not n.children:
             if n.name in registry.constants:
-                values[id(n)] = torch.tensor(registry.constants[n.name], dtype=DTYPE)
+                values[id(n)] = torch.tensor(registry.constants[n.name], dtype=dtype)
             elif n.name in terminals:
-                values[id(n)] = terminals[n.name].to(DTYPE)
+                values[id(n)] = terminals[n.name].to(dtype)
             elif registry.is_leaf(n.name):
                 raise TreeError(f"terminal {n.name!r} is not available here")
             else:
@@ -45,9 +56,10 @@ def check_score(score: torch.Tensor, weight_shape) -> torch.Tensor:
         out = score.expand(shape) if tuple(score.shape) != shape else score
     except RuntimeError:
         raise TreeError(f"metric has shape {tuple(score.shape)}, cannot rank a {shape} weight") from None
-    if not torch.isfinite(out).all():
+    lo, hi = torch.aminmax(score)  # one pass; NaN propagates into both
+    if not bool(torch.isfinite(lo) & torch.isfinite(hi)):
         raise TreeError("metric produced NaN/inf")
-    if bool((out == out.reshape(-1)[0]).all()):
+    if bool(lo == hi):
         raise TreeError("metric is constant over the whole matrix")
     return out
 

@@ -1,10 +1,15 @@
-"""Operators and registries with Pruner-Zero's exact (protected) semantics.
+"""Operators and registries.
 
-Unary: sqr, neg, abs, log(|x|+0.001), exp(min(x,100)), sqrt(|x|), tanh, pow (= x^2), skp (identity),
-mms (min-max over the WHOLE tensor), zsn (z-score over the WHOLE tensor).
-Binary: add, sub, mul, div(x, y) = x / ||y||_2 (Frobenius norm of y: a scalar).
-Fixes of the original's faults: mms / zsn of a constant tensor give zeros (not NaN), div by a
-zero-norm y divides by 1e-12 instead of 0.
+PRUNERZERO has Pruner-Zero's operators with their published semantics, except for three faults of
+the original that are fixed here (each written in the operator's doc):
+- mms of a constant tensor gives zeros (the original divides 0 by 0: NaN);
+- zsn of a constant tensor (or of one element) gives zeros (the original: NaN);
+- div(x, y) = x / max(||y||_2, 1e-12): a zero-norm y divides by 1e-12 instead of 0.
+EXTENDED adds the terminals H and S, a few constants, pdiv, rown, coln and qrt (enough for RIA).
+
+Every operator passes ``check_operator`` when it is registered, so a faulty one cannot enter a
+registry. Trees are evaluated in float32 with a float64 retry when float32 overflows (see
+``interp.evaluate``): the probes therefore run in float64, where exp(min(x, 100)) is finite.
 """
 
 from __future__ import annotations
@@ -18,144 +23,252 @@ import torch
 
 from ..errors import TreeError
 
-EPS = 1e-12
+NORM_FLOOR = 1e-12  # smallest divisor of div, rown and coln
+PDIV_EPS = 1e-8  # pdiv(x, y) = x / (|y| + PDIV_EPS)
 
 
 @dataclass(frozen=True)
 class Operator:
+    """An operator of the trees: elementwise with broadcasting, whole-tensor where its doc says."""
+
     name: str
     arity: int
     torch_fn: Callable
-    sympy_fn: Callable | None = None
+    sympy_fn: Callable | None = None  # None: an opaque sympy Function named after the operator
     doc: str = ""
-    first_shape: bool = False  # output has the first argument's shape (div: y is reduced)
+
+
+# ---- the operator functions (pure: they never modify their arguments) ------------------------
+def _sqr(x):
+    return x * x
+
+
+def _neg(x):
+    return -x
+
+
+def _abs(x):
+    return x.abs()
+
+
+def _log(x):
+    return torch.log(x.abs() + 0.001)
+
+
+def _exp(x):
+    return torch.exp(x.clamp(max=100.0))
+
+
+def _sqrt(x):
+    return x.abs().sqrt()
+
+
+def _tanh(x):
+    return torch.tanh(x)
+
+
+def _skp(x):
+    return x
+
+
+def _safe(divisor):
+    """The divisor with zeros replaced by ones (used where the numerator is zero anyway)."""
+    return torch.where(divisor == 0, torch.ones_like(divisor), divisor)
 
 
 def _mms(x):
-    lo, hi = x.min(), x.max()
-    span = hi - lo
-    return torch.where(span > 0, (x - lo) / torch.where(span > 0, span, torch.ones_like(span)),
-                       torch.zeros_like(x))
+    lo, hi = torch.aminmax(x)
+    return (x - lo) / _safe(hi - lo)  # constant x: x - lo is 0 everywhere
 
 
 def _zsn(x):
-    std = x.std(unbiased=False) if x.numel() > 1 else torch.zeros((), dtype=x.dtype)
-    return torch.where(std > 0, (x - x.mean()) / torch.where(std > 0, std, torch.ones_like(std)),
-                       torch.zeros_like(x))
+    if x.numel() < 2:
+        return torch.zeros_like(x)
+    std = x.std()  # unbiased, as torch.Tensor.std() in the original
+    return (x - x.mean()) / _safe(std)  # constant x: x - mean is 0 everywhere
+
+
+def _add(x, y):
+    return x + y
+
+
+def _sub(x, y):
+    return x - y
+
+
+def _mul(x, y):
+    return x * y
 
 
 def _div(x, y):
-    return x / torch.linalg.vector_norm(y).clamp_min(EPS)
-
-
-def _rown(x):
-    return x / x.abs().sum(dim=-1, keepdim=True).clamp_min(EPS)
-
-
-def _coln(x):
-    return x / x.abs().sum(dim=0, keepdim=True).clamp_min(EPS)
+    shape = torch.broadcast_shapes(x.shape, y.shape)
+    return x.expand(shape) / torch.linalg.vector_norm(y).clamp_min(NORM_FLOOR)
 
 
 def _pdiv(x, y):
-    return x / (y.abs() + 1e-8)
+    return x / (y.abs() + PDIV_EPS)
 
 
-F = sympy.Function
-BASIC = [
-    Operator("sqr", 1, lambda x: x * x, lambda a: a ** 2, "x * x"),
-    Operator("neg", 1, lambda x: -x, lambda a: -a, "-x"),
-    Operator("abs", 1, torch.abs, sympy.Abs, "|x|"),
-    Operator("log", 1, lambda x: torch.log(x.abs() + 0.001), lambda a: sympy.log(sympy.Abs(a) + sympy.Rational(1, 1000)),
-             "log(|x| + 0.001)"),
-    Operator("exp", 1, lambda x: torch.exp(torch.clamp(x, max=100.0)), lambda a: sympy.exp(sympy.Min(a, 100)),
-             "exp(min(x, 100))"),
-    Operator("sqrt", 1, lambda x: torch.sqrt(x.abs()), lambda a: sympy.sqrt(sympy.Abs(a)), "sqrt(|x|)"),
-    Operator("tanh", 1, torch.tanh, sympy.tanh, "tanh(x)"),
-    Operator("pow", 1, lambda x: x * x, lambda a: a ** 2, "x^2 (same as sqr)"),
-    Operator("skp", 1, lambda x: x, lambda a: a, "identity"),
-    Operator("mms", 1, _mms, F("mms"), "(x - min) / (max - min) over the whole tensor; 0 if constant"),
-    Operator("zsn", 1, _zsn, F("zsn"), "(x - mean) / std over the whole tensor; 0 if constant"),
-    Operator("add", 2, torch.add, lambda a, b: a + b, "x + y"),
-    Operator("sub", 2, torch.sub, lambda a, b: a - b, "x - y"),
-    Operator("mul", 2, torch.mul, lambda a, b: a * b, "x * y"),
-    Operator("div", 2, _div, F("div"), "x / ||y||_2 (Frobenius norm of y; 1e-12 if zero)",
-             first_shape=True),
-]
-EXTRA = [
+def _rown(x):
+    return x / x.abs().sum(dim=-1, keepdim=True).clamp_min(NORM_FLOOR)
+
+
+def _coln(x):
+    if x.dim() < 2:  # a constant or a vector is its own single row: one element per column
+        return x / x.abs().clamp_min(NORM_FLOOR)
+    return x / x.abs().sum(dim=-2, keepdim=True).clamp_min(NORM_FLOOR)
+
+
+def _qrt(x):
+    return x.abs().pow(0.25)
+
+
+_F = sympy.Function
+_THOUSANDTH = sympy.Rational(1, 1000)
+
+BASIC = (
+    Operator("sqr", 1, _sqr, lambda a: a ** 2, "x * x"),
+    Operator("neg", 1, _neg, lambda a: -a, "-x"),
+    Operator("abs", 1, _abs, sympy.Abs, "|x|"),
+    Operator("log", 1, _log, lambda a: sympy.log(sympy.Abs(a) + _THOUSANDTH), "log(|x| + 0.001)"),
+    Operator("exp", 1, _exp, lambda a: sympy.exp(sympy.Min(a, 100)), "exp(min(x, 100))"),
+    Operator("sqrt", 1, _sqrt, lambda a: sympy.sqrt(sympy.Abs(a)), "sqrt(|x|)"),
+    Operator("tanh", 1, _tanh, sympy.tanh, "tanh(x)"),
+    Operator("pow", 1, _sqr, lambda a: a ** 2, "x^2 (the same as sqr, as in Pruner-Zero)"),
+    Operator("skp", 1, _skp, lambda a: a, "x (identity)"),
+    Operator("mms", 1, _mms, None,
+             "(x - min) / (max - min) over the whole tensor; zeros if x is constant (fix: NaN)"),
+    Operator("zsn", 1, _zsn, None,
+             "(x - mean) / std over the whole tensor (unbiased std); zeros if x is constant or "
+             "has one element (fix: NaN)"),
+    Operator("add", 2, _add, lambda a, b: a + b, "x + y"),
+    Operator("sub", 2, _sub, lambda a, b: a - b, "x - y"),
+    Operator("mul", 2, _mul, lambda a, b: a * b, "x * y"),
+    Operator("div", 2, _div, None,
+             "x / max(||y||_2, 1e-12): divided by the Frobenius norm of the whole of y (a scalar), "
+             "a zero y divides by 1e-12 (fix: inf/NaN); result has the broadcast shape of x and y"),
+)
+EXTRA = (
     Operator("pdiv", 2, _pdiv, lambda a, b: a / (sympy.Abs(b) + sympy.Rational(1, 10 ** 8)),
-             "x / (|y| + 1e-8), elementwise"),
-    Operator("rown", 1, _rown, F("rown"), "x / sum over its row (input dim) of |x|"),
-    Operator("coln", 1, _coln, F("coln"), "x / sum over its column (output dim) of |x|"),
-    Operator("qrt", 1, lambda x: x.abs().pow(0.25), lambda a: sympy.Abs(a) ** sympy.Rational(1, 4), "|x|^0.25"),
-]
+             "x / (|y| + 1e-8), elementwise; the sign of y is dropped (all terminals are >= 0), "
+             "so the operator is continuous at y = 0"),
+    Operator("rown", 1, _rown, None,
+             "x / max(sum over its row (the input dim, dim=1) of |x|, 1e-12)"),
+    Operator("coln", 1, _coln, None,
+             "x / max(sum over its column (the output dim, dim=0) of |x|, 1e-12)"),
+    Operator("qrt", 1, _qrt, lambda a: sympy.Abs(a) ** sympy.Rational(1, 4), "|x|^0.25"),
+)
 CONSTANTS = {"c0.5": 0.5, "c1": 1.0, "c2": 2.0, "c10": 10.0}
 
 
 class Registry:
-    """Operators and terminal names of one search space; every operator is checked on entry."""
+    """Operators, input terminals and constants of one search space.
 
-    def __init__(self, name: str, terminals: tuple[str, ...], constants: dict | None = None):
+    ``terminals`` lists every leaf name: the inputs (supplied by the caller of ``evaluate``) and
+    then the constants (scalar values the registry supplies)."""
+
+    def __init__(self, name: str, inputs: tuple[str, ...], constants: dict | None = None,
+                 ops: tuple[Operator, ...] = ()):
         self.name = name
-        self.terminals = tuple(terminals)
-        self.constants = dict(constants or {})
+        self.inputs = tuple(inputs)
+        self.constants = {str(k): float(v) for k, v in (constants or {}).items()}
+        self.terminals = self.inputs + tuple(self.constants)
+        if len(set(self.terminals)) != len(self.terminals):
+            raise ValueError(f"registry {name}: duplicate terminal names")
         self._ops: dict[str, Operator] = {}
+        for op in ops:
+            self.register(op)
 
     def register(self, op: Operator) -> None:
+        """Add an operator after checking it (ValueError if it is faulty or its name is taken)."""
+        if op.name in self._ops or op.name in self.terminals:
+            raise ValueError(f"registry {self.name}: the name {op.name!r} is already taken")
         check_operator(op)
         self._ops[op.name] = op
 
     def op(self, name: str) -> Operator:
-        if name not in self._ops:
-            raise TreeError(f"unknown operator {name!r}")
-        return self._ops[name]
+        try:
+            return self._ops[name]
+        except (KeyError, TypeError):
+            raise TreeError(f"unknown operator {str(name)[:40]!r} in the {self.name} search space") from None
 
     def is_op(self, name: str) -> bool:
         return name in self._ops
 
     def is_leaf(self, name: str) -> bool:
-        return name in self.terminals or name in self.constants
-
-    def names(self) -> tuple[str, ...]:
-        return tuple(self._ops) + self.terminals + tuple(self.constants)
+        return name in self.terminals
 
     def operators(self) -> tuple[Operator, ...]:
         return tuple(self._ops.values())
 
+    def names(self) -> tuple[str, ...]:
+        """Every name a tree of this search space may use: operators, then terminals."""
+        return tuple(self._ops) + self.terminals
+
+    def __repr__(self) -> str:
+        return f"Registry({self.name!r}: {len(self._ops)} operators, terminals {self.terminals})"
+
+
+# ---- admission check (gplearn style) --------------------------------------------------------
+def _probe_inputs() -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    d = torch.float64
+    mix = torch.tensor([0.0, 1e30, -1e30, 1.0, -1.0, 1e-30], dtype=d)
+    full = [torch.zeros(4, 6, dtype=d), -torch.rand(4, 6, generator=g, dtype=d) - 0.1,
+            torch.rand(4, 6, generator=g, dtype=d) + 0.1, torch.full((4, 6), 1e30, dtype=d),
+            mix.repeat(4, 1), -mix.repeat(4, 1)]
+    rows = [t[:1].clone() for t in full]
+    scalars = [torch.tensor(0.0, dtype=d), torch.tensor(-2.0, dtype=d), torch.tensor(1e30, dtype=d)]
+    return full + rows + scalars
+
+
+def _check_signature(op: Operator) -> None:
+    try:
+        params = list(inspect.signature(op.torch_fn).parameters.values())
+    except (TypeError, ValueError):  # some builtins have no signature: the probes will tell
+        return
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        return
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    required = [p for p in positional if p.default is inspect.Parameter.empty]
+    if not len(required) <= op.arity <= len(positional):
+        raise ValueError(f"operator {op.name}: arity {op.arity} but its function takes "
+                         f"{len(required)} argument(s)")
+
 
 def check_operator(op: Operator) -> None:
-    """gplearn-style admission: arity matches the function, output has the broadcast shape and is
-    finite on zeros, negatives, very large values and a mix, incl. [1, n] x [m, n] broadcasting."""
-    try:
-        params = [p for p in inspect.signature(op.torch_fn).parameters.values()
-                  if p.default is inspect.Parameter.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-        if len(params) != op.arity:
-            raise ValueError(f"operator {op.name}: arity {op.arity} but function takes {len(params)}")
-    except (TypeError, ValueError) as e:
-        if "arity" in str(e):
-            raise
-    g = torch.Generator().manual_seed(0)
-    d = torch.float64  # trees are evaluated in float64 (exp(100) and 1e30^2 overflow float32)
-    full = [torch.zeros(4, 6, dtype=d), -torch.rand(4, 6, generator=g, dtype=d) - 0.1,
-            torch.full((4, 6), 1e30, dtype=d),
-            torch.tensor([[0.0, 1e30, -1e30, 1.0, -1.0, 1e-30]] * 4, dtype=d)]
-    row = [t[:1] for t in full]
-    cases = [(a,) for a in full + row] if op.arity == 1 else \
-        [(a, b) for a in full for b in full] + [(r, a) for r in row for a in full] + [(a, r) for r in row for a in full]
+    """Raise ValueError unless ``op`` is well formed: a sane name, an arity of 1 or 2 matching its
+    function, and on zeros, negatives, huge values (1e30) and a mix including 0 and +-1e30, in
+    shapes [4, 6], [1, 6] and [] and every broadcasting pair of them, an output that is a tensor
+    of the broadcast shape, finite, and computed without modifying its arguments."""
+    if not isinstance(op.name, str) or not op.name.isidentifier() or op.name.startswith("_"):
+        raise ValueError(f"operator name {op.name!r} must be a plain identifier")
+    if op.arity not in (1, 2):
+        raise ValueError(f"operator {op.name}: arity must be 1 or 2, not {op.arity}")
+    if not callable(op.torch_fn):
+        raise ValueError(f"operator {op.name}: torch_fn is not callable")
+    _check_signature(op)
+    inputs = _probe_inputs()
+    cases = [(a,) for a in inputs] if op.arity == 1 else [(a, b) for a in inputs for b in inputs]
     for args in cases:
-        out = op.torch_fn(*args)
-        shape = args[0].shape if op.first_shape else torch.broadcast_shapes(*(a.shape for a in args))
-        if tuple(out.shape) != tuple(shape):
-            raise ValueError(f"operator {op.name}: output shape {tuple(out.shape)} != {tuple(shape)}")
-        if not torch.isfinite(out).all():
-            raise ValueError(f"operator {op.name}: non-finite output on a registration probe")
+        before = [a.clone() for a in args]
+        try:
+            out = op.torch_fn(*args)
+        except TypeError as e:
+            raise ValueError(f"operator {op.name}: arity {op.arity} does not fit its function ({e})") from None
+        except Exception as e:  # noqa: BLE001 - any failure on a probe refuses the operator
+            raise ValueError(f"operator {op.name}: fails on a registration probe ({type(e).__name__}: {e})") from None
+        shapes = [tuple(a.shape) for a in args]
+        want = tuple(torch.broadcast_shapes(*shapes))
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != want:
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ValueError(f"operator {op.name}: output shape {got} on inputs {shapes}, expected {want}")
+        if not bool(torch.isfinite(out).all()):
+            raise ValueError(f"operator {op.name}: non-finite output on a registration probe "
+                             f"(inputs of shapes {shapes})")
+        if any(not torch.equal(a, b) for a, b in zip(args, before)):
+            raise ValueError(f"operator {op.name}: modifies its arguments in place")
 
 
-def _build(name, terminals, ops, constants=None) -> Registry:
-    reg = Registry(name, terminals, constants)
-    for op in ops:
-        reg.register(op)
-    return reg
-
-
-PRUNERZERO = _build("prunerzero", ("W", "X", "G"), BASIC)
-EXTENDED = _build("extended", ("W", "X", "G", "H", "S"), BASIC + EXTRA, CONSTANTS)
+PRUNERZERO = Registry("prunerzero", ("W", "X", "G"), ops=BASIC)
+EXTENDED = Registry("extended", ("W", "X", "G", "H", "S"), CONSTANTS, ops=BASIC + EXTRA)
