@@ -1,12 +1,16 @@
-"""Metric trees: operator registry, JSON <-> prefix, a safe interpreter. Imports torch and sympy
-only. A tree file is untrusted input: it is parsed and interpreted here, never executed."""
+"""Metric trees: operator registries, prefix and Pruner-Zero JSON formats, a safe interpreter.
+
+Imports torch and sympy only. A tree file or expression is untrusted input: it is parsed and
+interpreted by our own code here, never executed; every failure is a one-line ``TreeError``.
+"""
 
 from .interp import check_score, evaluate, sympy_expr
 from .node import Node, terminals_used
 from .ops import EXTENDED, PRUNERZERO, Operator, Registry
-from .parse import (MAX_HEIGHT, MAX_SIZE, from_json, load_tree, parse_prefix, save_tree,
-                    to_json, to_prefix, validate)
+from .parse import (MAX_FILE_BYTES, MAX_HEIGHT, MAX_SIZE, TREES_DIR, from_json, load_tree,
+                    parse_prefix, registry_for, save_tree, to_json, to_prefix, validate)
 
 __all__ = ["Node", "Operator", "Registry", "PRUNERZERO", "EXTENDED", "parse_prefix", "to_prefix",
-           "from_json", "to_json", "load_tree", "save_tree", "validate", "evaluate", "check_score",
-           "sympy_expr", "terminals_used", "MAX_HEIGHT", "MAX_SIZE"]
+           "from_json", "to_json", "load_tree", "save_tree", "validate", "registry_for",
+           "evaluate", "check_score", "sympy_expr", "terminals_used", "MAX_HEIGHT", "MAX_SIZE",
+           "MAX_FILE_BYTES", "TREES_DIR"]

@@ -37,6 +37,10 @@ class Operator:
     sympy_fn: Callable | None = None  # None: an opaque sympy Function named after the operator
     doc: str = ""
 
+    def __post_init__(self):
+        if self.sympy_fn is None and isinstance(self.name, str) and self.name.isidentifier():
+            object.__setattr__(self, "sympy_fn", sympy.Function(self.name))
+
 
 # ---- the operator functions (pure: they never modify their arguments) ------------------------
 def _sqr(x):
@@ -101,8 +105,8 @@ def _mul(x, y):
 
 
 def _div(x, y):
-    shape = torch.broadcast_shapes(x.shape, y.shape)
-    return x.expand(shape) / torch.linalg.vector_norm(y).clamp_min(NORM_FLOOR)
+    x = torch.broadcast_tensors(x, y)[0]  # a view: the result has the broadcast shape
+    return x / torch.linalg.vector_norm(y).clamp_min(NORM_FLOOR)
 
 
 def _pdiv(x, y):
@@ -123,7 +127,6 @@ def _qrt(x):
     return x.abs().pow(0.25)
 
 
-_F = sympy.Function
 _THOUSANDTH = sympy.Rational(1, 1000)
 
 BASIC = (
@@ -209,6 +212,12 @@ class Registry:
         return f"Registry({self.name!r}: {len(self._ops)} operators, terminals {self.terminals})"
 
 
+def registry_for(node) -> Registry:
+    """PRUNERZERO when every name of the tree belongs to it, else EXTENDED."""
+    names = set(PRUNERZERO.names())
+    return PRUNERZERO if all(n.name in names for n in node.walk()) else EXTENDED
+
+
 # ---- admission check (gplearn style) --------------------------------------------------------
 def _probe_inputs() -> list[torch.Tensor]:
     g = torch.Generator().manual_seed(0)
@@ -220,6 +229,13 @@ def _probe_inputs() -> list[torch.Tensor]:
     rows = [t[:1].clone() for t in full]
     scalars = [torch.tensor(0.0, dtype=d), torch.tensor(-2.0, dtype=d), torch.tensor(1e30, dtype=d)]
     return full + rows + scalars
+
+
+def _broadcast(*shapes: tuple) -> tuple:
+    """NumPy broadcasting of shapes (torch.broadcast_shapes is slow on the import path)."""
+    ndim = max(len(s) for s in shapes)
+    padded = [(1,) * (ndim - len(s)) + tuple(s) for s in shapes]
+    return tuple(max(dims) for dims in zip(*padded))
 
 
 def _check_signature(op: Operator) -> None:
@@ -241,6 +257,8 @@ def check_operator(op: Operator) -> None:
     function, and on zeros, negatives, huge values (1e30) and a mix including 0 and +-1e30, in
     shapes [4, 6], [1, 6] and [] and every broadcasting pair of them, an output that is a tensor
     of the broadcast shape, finite, and computed without modifying its arguments."""
+    if _CHECKED.get(id(op)) is op:
+        return
     if not isinstance(op.name, str) or not op.name.isidentifier() or op.name.startswith("_"):
         raise ValueError(f"operator name {op.name!r} must be a plain identifier")
     if op.arity not in (1, 2):
@@ -248,27 +266,33 @@ def check_operator(op: Operator) -> None:
     if not callable(op.torch_fn):
         raise ValueError(f"operator {op.name}: torch_fn is not callable")
     _check_signature(op)
-    inputs = _probe_inputs()
-    cases = [(a,) for a in inputs] if op.arity == 1 else [(a, b) for a in inputs for b in inputs]
-    for args in cases:
-        before = [a.clone() for a in args]
+    cases = [(a,) for a in _PROBES] if op.arity == 1 else [(a, b) for a in _PROBES for b in _PROBES]
+    for originals in cases:
+        args = [a.clone() for a in originals]  # the probes themselves are never exposed
         try:
             out = op.torch_fn(*args)
         except TypeError as e:
-            raise ValueError(f"operator {op.name}: arity {op.arity} does not fit its function ({e})") from None
+            raise ValueError(f"operator {op.name}: arity {op.arity} does not fit its function "
+                             f"({e})") from None
         except Exception as e:  # noqa: BLE001 - any failure on a probe refuses the operator
-            raise ValueError(f"operator {op.name}: fails on a registration probe ({type(e).__name__}: {e})") from None
+            raise ValueError(f"operator {op.name}: fails on a registration probe "
+                             f"({type(e).__name__}: {e})") from None
         shapes = [tuple(a.shape) for a in args]
-        want = tuple(torch.broadcast_shapes(*shapes))
+        want = _broadcast(*shapes)
         if not isinstance(out, torch.Tensor) or tuple(out.shape) != want:
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise ValueError(f"operator {op.name}: output shape {got} on inputs {shapes}, expected {want}")
+        if out.dtype != args[0].dtype:
+            raise ValueError(f"operator {op.name}: output dtype {out.dtype}, expected {args[0].dtype}")
         if not bool(torch.isfinite(out).all()):
             raise ValueError(f"operator {op.name}: non-finite output on a registration probe "
                              f"(inputs of shapes {shapes})")
-        if any(not torch.equal(a, b) for a, b in zip(args, before)):
+        if any(not torch.equal(a, b) for a, b in zip(args, originals)):
             raise ValueError(f"operator {op.name}: modifies its arguments in place")
+    _CHECKED[id(op)] = op  # kept alive, so its id cannot be reused by another operator
 
 
+_PROBES = _probe_inputs()
+_CHECKED: dict[int, Operator] = {}
 PRUNERZERO = Registry("prunerzero", ("W", "X", "G"), ops=BASIC)
 EXTENDED = Registry("extended", ("W", "X", "G", "H", "S"), CONSTANTS, ops=BASIC + EXTRA)
