@@ -1,0 +1,60 @@
+"""Compare pruning methods under ONE calibration configuration, scored on the TEST split:
+magnitude (per matrix), magnitude-row, wanda, wanda-variant, sparsegpt, or any metric tree
+(trees/NAME.json, a bare name such as pruner_zero, a run's best_tree.json, a prefix expression).
+Writes results.md / results.csv / results.json (+ ppl_vs_sparsity.png for several sparsities) to
+--out. Sparsity is the fraction of weights set to zero; N:M patterns run only at sparsity N/M."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from ..compare import METHODS, CompareConfig, parse_sparsities, plan, run_compare, split_list
+from .common import add_calib_args, add_model_args, calib_from, eval_from
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--methods", default="magnitude,wanda,sparsegpt",
+                   help=f"comma-separated: {', '.join(METHODS)}, or metric tree specs")
+    p.add_argument("--pattern", default="unstructured",
+                   help="comma-separated patterns: unstructured, 2:4, 4:8, ...")
+    p.add_argument("--sparsity", default="0.5",
+                   help="comma-separated fractions of zeros, e.g. 0.5,0.6,0.7,0.8,0.9")
+    p.add_argument("--out", default=None, help="output folder (default runs/compare_<time>)")
+    p.add_argument("--tree-features", default="sequential", choices=("sequential", "dense"),
+                   help="statistics for tree methods: block by block through the pruned blocks "
+                        "(default, as Wanda/Pruner-Zero) or once from the dense model")
+    p.add_argument("--blocksize", type=int, default=128, help="SparseGPT lazy batch of columns")
+    p.add_argument("--mask-blocksize", type=int, default=128,
+                   help="SparseGPT adaptive mask block Bs (columns)")
+    p.add_argument("--percdamp", type=float, default=0.01,
+                   help="SparseGPT damping, as a fraction of the mean Hessian diagonal")
+    add_model_args(p)
+    add_calib_args(p)
+
+
+def config_from(args) -> CompareConfig:
+    methods = split_list(args.methods, "method")
+    options = {}
+    if "sparsegpt" in methods:
+        options["sparsegpt"] = {"blocksize": args.blocksize, "mask_blocksize": args.mask_blocksize,
+                                "percdamp": args.percdamp}
+    return CompareConfig(
+        methods=methods, patterns=split_list(args.pattern, "pattern"),
+        sparsities=parse_sparsities(args.sparsity),
+        out=args.out or f"runs/compare_{time.strftime('%Y%m%d-%H%M%S')}",
+        model=args.model, calib=calib_from(args), evaluation=eval_from(args, "test"),
+        dtype=args.dtype, device=args.device, cache_dir=args.cache_dir,
+        tree_features=args.tree_features, options=options)
+
+
+def run(args) -> int:
+    cfg = config_from(args)
+    plan(cfg)  # every input error surfaces here, before the model is loaded
+    result = run_compare(cfg)
+    failed = [r for r in result["rows"] if r["error"]]
+    print(open(result["files"]["md"], encoding="utf-8").read())
+    print("files: " + ", ".join(result["files"].values()))
+    if failed:
+        print(f"{len(failed)} run(s) failed; see the error column")
+    return 0

@@ -1,0 +1,255 @@
+"""Compare pruning methods on one evaluator: same model, same calibration config, TEST split.
+
+Methods come from a registry (``METHODS``: name -> ``Method``) that other modules extend with
+``register(...)``; any other name is read as a metric tree spec (a .json path, a name in trees/,
+or a prefix expression) and applied with ``evaluator.prune`` (block-sequential by default). Every
+(method, pattern, sparsity) is one row; a method that raises becomes a row with its error and the
+others still run. Input is validated before any work (``plan``). Reports: ``compare_report``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from tqdm.auto import tqdm
+
+from .baselines.magnitude import prune_magnitude
+from .baselines.sparsegpt import prune_sparsegpt
+from .baselines.wanda import prune_wanda
+from .compare_methods import lora_variant, register_methods
+from .config import CalibConfig, EvalConfig
+from .errors import UserError
+from .masks import Pattern, check_sparsity, parse_pattern
+from .models import EMBEDDED
+from .tree import load_tree, terminals_used, to_prefix
+
+PruneFn = Callable[..., dict]  # (evaluator, sparsity, pattern, **options) -> extra info
+
+
+@dataclass(frozen=True)
+class Method:
+    """A comparable pruning method. ``fn`` prunes ``evaluator.model`` in place (the compare loop
+    restores the linears afterwards, then calls ``cleanup`` for anything else a method changed);
+    ``prepare`` computes cached inputs outside the timed pruning (e.g. G)."""
+
+    name: str
+    fn: PruneFn
+    help: str = ""
+    kinds: tuple[str, ...] = ("unstructured", "nm")  # pattern kinds it supports
+    prepare: Callable | None = None
+    cleanup: Callable | None = None
+    tree: str | None = None  # prefix expression of a metric tree method
+
+
+METHODS: dict[str, Method] = {}
+
+
+def register(name: str, fn: PruneFn, help: str = "", kinds=("unstructured", "nm"),
+             prepare=None, cleanup=None) -> Method:
+    """Add (or replace) a method of ``gpsearch compare``."""
+    METHODS[name] = Method(name, fn, help, tuple(kinds), prepare, cleanup)
+    return METHODS[name]
+
+
+register("magnitude", lambda e, s, p, **o: prune_magnitude(e, s, p, scope="matrix", **o),
+         "|W|, one threshold per whole matrix (the reference baseline)")
+register("magnitude-row", lambda e, s, p, **o: prune_magnitude(e, s, p, scope="row", **o),
+         "|W|, compared within each output row")
+register("wanda", prune_wanda, "|W| * sqrt(X) per row, block-sequential")
+register("wanda-variant", lambda e, s, p, **o: prune_wanda(e, s, p, use_variant=True, **o),
+         "Wanda with the per-row alpha search (--use_variant)", kinds=("unstructured",))
+register("sparsegpt", prune_sparsegpt, "SparseGPT (OBS updates), block-sequential")
+register_methods(register)  # tiers, shortgpt, width-taylor, width-wanda, slimgpt
+
+
+def tree_method(spec: str, features: str = "sequential") -> Method:
+    """A metric tree as a method. A tree that reads no activation statistics (only W and G) gives
+    the same masks in both feature modes, so it runs in the cheaper dense mode."""
+    tree = load_tree(spec)
+    needed = terminals_used(tree)
+    mode = features if needed & {"X", "S", "H"} else "dense"
+
+    def fn(evaluator, sparsity, pattern, **_):
+        evaluator.prune(tree, sparsity, pattern, mode=mode)
+        return {"tree": to_prefix(tree), "features": mode, "timings": dict(evaluator.timings)}
+
+    def prepare(evaluator):
+        if "G" in needed:
+            evaluator.features.get("G")
+        if mode == "dense" and needed & {"X", "S", "H"}:
+            evaluator.prepare(tree)
+
+    return Method(spec, fn, f"metric tree {to_prefix(tree)} ({mode} features)", prepare=prepare,
+                  tree=to_prefix(tree))
+
+
+def resolve_method(spec: str, features: str = "sequential") -> Method:
+    if spec in METHODS:
+        return METHODS[spec]
+    if spec.endswith("+lora") and len(spec) > 5:  # any method, then LoRA recovery (zeros kept)
+        return lora_variant(resolve_method(spec[:-5], features))
+    try:
+        return tree_method(spec, features)
+    except UserError as e:
+        raise UserError(f"unknown method {spec!r}: not one of {', '.join(METHODS)} and not a "
+                        f"metric tree ({e})") from None
+
+
+def split_list(text: str | list, what: str) -> list[str]:
+    """'a,b,mul(W, X)' -> ['a', 'b', 'mul(W, X)']: commas inside parentheses do not split."""
+    items = text if isinstance(text, list) else []
+    if not isinstance(text, list):
+        depth, cur = 0, []
+        for ch in str(text):
+            if ch == "," and depth == 0:
+                items.append("".join(cur))
+                cur = []
+                continue
+            depth += (ch == "(") - (ch == ")")
+            cur.append(ch)
+        items.append("".join(cur))
+    out = [str(t).strip() for t in items if str(t).strip()]
+    if not out:
+        raise UserError(f"no {what} given")
+    return list(dict.fromkeys(out))
+
+
+def parse_sparsities(text: str | list) -> list[float]:
+    out = []
+    for item in split_list(text, "sparsity"):
+        try:
+            out.append(check_sparsity(float(item)))
+        except ValueError:
+            raise UserError(f"bad sparsity {item!r}: expected a fraction of zeros in [0, 1)") from None
+    return out
+
+
+@dataclass
+class CompareConfig:
+    """One comparison: every method runs under ``calib`` and is scored on ``evaluation``."""
+
+    methods: list[str] = field(default_factory=lambda: ["magnitude", "wanda", "sparsegpt"])
+    patterns: list[str] = field(default_factory=lambda: ["unstructured"])
+    sparsities: list[float] = field(default_factory=lambda: [0.5])
+    out: str = "runs/compare"
+    model: str = EMBEDDED
+    calib: CalibConfig = field(default_factory=CalibConfig)
+    evaluation: EvalConfig = field(default_factory=EvalConfig)
+    dtype: str = "float32"
+    device: str = "cpu"
+    cache_dir: str | None = None
+    tree_features: str = "sequential"
+    options: dict = field(default_factory=dict)  # method name -> {knob: value}
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["calib"], d["evaluation"] = self.calib.to_dict(), self.evaluation.to_dict()
+        return d
+
+
+def plan(cfg: CompareConfig) -> tuple[list[Method], list[tuple[Method, Pattern, float]], list[str]]:
+    """Validate everything (one-line UserError) and list the runs; no model is touched."""
+    if cfg.evaluation.split != "test":
+        raise UserError("compare reports on the test split")
+    if cfg.tree_features not in ("sequential", "dense"):
+        raise UserError(f"unknown tree feature mode {cfg.tree_features!r}")
+    sparsities = parse_sparsities(cfg.sparsities)
+    patterns = [parse_pattern(p) for p in split_list(cfg.patterns, "pattern")]
+    methods = [resolve_method(m, cfg.tree_features) for m in split_list(cfg.methods, "method")]
+    unknown = set(cfg.options) - {m.name for m in methods}
+    if unknown:
+        raise UserError(f"options given for methods not compared: {', '.join(sorted(unknown))}")
+    runs, notes = [], []
+    for pattern in patterns:
+        for s in sparsities:
+            if pattern.kind == "nm" and abs(s - pattern.n / pattern.m) > 1e-9:
+                notes.append(f"{pattern} skipped at sparsity {s:g} ({pattern} means "
+                             f"{pattern.n / pattern.m:g})")
+                continue
+            for m in methods:
+                if pattern.kind not in m.kinds:
+                    notes.append(f"{m.name} skipped for {pattern} (supports {', '.join(m.kinds)})")
+                else:
+                    runs.append((m, pattern, s))
+    if not runs:
+        raise UserError("nothing to run: " + "; ".join(notes))
+    return methods, runs, notes
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0][:300]}" if text else type(e).__name__
+
+
+def run_one(evaluator, method: Method, pattern: Pattern, sparsity: float, ev: EvalConfig,
+            options: dict, base: dict) -> dict:
+    """Prune with one method, measure, restore; errors become part of the row."""
+    row = {**base, "method": method.name, "pattern": str(pattern), "sparsity": sparsity,
+           "ppl": None, "achieved_sparsity": None, "prune_s": None, "features_s": None,
+           "error": None, "options": options, "tree": method.tree}
+    try:
+        t0 = time.perf_counter()
+        if method.prepare:
+            method.prepare(evaluator)
+        t1 = time.perf_counter()
+        info = method.fn(evaluator, sparsity, pattern, **options) or {}
+        row["prune_s"], row["features_s"] = time.perf_counter() - t1, t1 - t0
+        counts = evaluator.layer_counts().values()
+        row["achieved_sparsity"] = info.get("achieved_sparsity",  # structured: weights removed
+                                            sum(z for z, _ in counts) / sum(n for _, n in counts))
+        row["info"] = {k: v for k, v in info.items() if k != "calibration"}
+        row["ppl"] = evaluator.perplexity(ev)["ppl"]
+    except Exception as e:  # noqa: BLE001 - one failing method must not stop the comparison
+        row["error"] = _first_line(e)
+        row["traceback"] = traceback.format_exc(limit=8)
+    finally:
+        evaluator.restore()
+        if method.cleanup:
+            method.cleanup(evaluator)
+    return row
+
+
+def run_compare(cfg: CompareConfig, evaluator=None, progress: bool = True,
+                log: Callable[[str], None] = tqdm.write) -> dict:
+    """Run the comparison and write results.{md,csv,json} (+ a PNG for several sparsities)."""
+    from .compare_report import write_reports
+
+    methods, runs, notes = plan(cfg)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if evaluator is None:
+        from .evaluator import Evaluator
+
+        evaluator = Evaluator(cfg.model, cfg.calib, cfg.dtype, cfg.device, cfg.cache_dir,
+                              progress=progress)
+    ev = cfg.evaluation
+    for n in notes:
+        log(f"note: {n}")
+    log(f"calibration (every method): {cfg.calib.to_dict()}")
+    log(f"evaluation: {ev.data} {ev.split} split, seqlen {ev.seqlen}, max windows {ev.max_windows}")
+    t = time.perf_counter()
+    dense = evaluator.perplexity(ev)
+    evaluation = {**ev.to_dict(), "windows": dense["windows"], "tokens": dense["tokens"]}
+    base = {"model": cfg.model, "calibration": cfg.calib.to_dict(), "evaluation": evaluation}
+    rows = [{**base, "method": "dense", "pattern": "-", "sparsity": 0.0, "ppl": dense["ppl"],
+             "achieved_sparsity": 0.0, "prune_s": 0.0, "features_s": 0.0, "error": None,
+             "options": {}, "tree": None, "forward_s": time.perf_counter() - t}]
+    result = {"config": cfg.to_dict(), "notes": notes, "rows": rows,
+              "pruned_modules": evaluator.pruned_modules(),
+              "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    log(f"dense PPL {dense['ppl']:.3f}")
+    bar = tqdm(runs, desc="compare", disable=not progress)
+    for method, pattern, s in bar:
+        bar.set_postfix_str(f"{method.name} {pattern} {s:g}")
+        row = run_one(evaluator, method, pattern, s, ev, cfg.options.get(method.name, {}), base)
+        rows.append(row)
+        msg = f"PPL {row['ppl']:.3f}" if row["error"] is None else f"ERROR {row['error']}"
+        log(f"{method.name:>16} {str(pattern):>12} {s:<5g} {msg}")
+        result["files"] = write_reports(result, out, final=False)
+    result["files"] = write_reports(result, out, final=True)
+    return result

@@ -1,0 +1,149 @@
+"""The files of ``gpsearch compare``: results.json (everything), results.csv (one row per run,
+configs flattened), results.md (calibration and evaluation config in the header, a PPL pivot table
+and the detailed table) and, when several sparsities were run, ppl_vs_sparsity.png (log scale)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from pathlib import Path
+
+CSV_FIELDS = ("method", "pattern", "sparsity", "ppl", "achieved_sparsity", "prune_s", "features_s",
+              "error", "model", "tree", "options")
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _finite(obj):
+    """JSON-safe copy: non-finite floats become the strings 'inf' / 'nan'."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    if isinstance(obj, dict):
+        return {str(k): _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def csv_text(rows: list[dict]) -> str:
+    calib_keys = list(rows[0]["calibration"]) if rows else []
+    eval_keys = list(rows[0]["evaluation"]) if rows else []
+    header = list(CSV_FIELDS) + [f"calib_{k}" for k in calib_keys] + [f"eval_{k}" for k in eval_keys]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    for r in rows:
+        base = [json.dumps(r.get(k) or {}, sort_keys=True) if k == "options" else
+                ("" if r.get(k) is None else r.get(k)) for k in CSV_FIELDS]
+        w.writerow(base + [r["calibration"].get(k, "") for k in calib_keys]
+                   + [r["evaluation"].get(k, "") for k in eval_keys])
+    return buf.getvalue()
+
+
+def _ppl(x) -> str:
+    if x is None:
+        return "-"
+    return f"{x:.3f}" if x < 1e4 else f"{x:.3e}"
+
+
+def _num(x, fmt: str) -> str:
+    return "-" if x is None else format(x, fmt)
+
+
+def markdown_text(result: dict, final: bool) -> str:
+    cfg, rows = result["config"], result["rows"]
+    calib, ev = rows[0]["calibration"], rows[0]["evaluation"]
+    lines = ["# gpsearch compare" + ("" if final else " (in progress)"), "",
+             f"- model: `{cfg['model']}` ({cfg['dtype']}, {cfg['device']}); pruned: "
+             f"{', '.join(result['pruned_modules'])} in every decoder block",
+             f"- calibration (the same for every method): data `{calib['data']}`, "
+             f"{calib['nsamples']} samples x {calib['seqlen']} tokens, seed {calib['seed']}, "
+             f"batch size {calib['batch_size']}",
+             f"- evaluation: data `{ev['data']}`, **{ev['split']}** split, seqlen {ev['seqlen']}, "
+             f"{ev['windows']} windows ({ev['tokens']} tokens), batch size {ev['batch_size']}",
+             "- sparsity = fraction of weights set to zero; PPL = exp(mean token NLL) over the "
+             "windows; tree methods use "
+             f"{cfg['tree_features']} features unless they read no activation statistics",
+             f"- created {result['created']}", ""]
+    cols = list(dict.fromkeys(f"{r['pattern']} @ {r['sparsity']:g}" for r in rows[1:]))
+    methods = list(dict.fromkeys(r["method"] for r in rows[1:]))
+    cell = {(r["method"], f"{r['pattern']} @ {r['sparsity']:g}"): r for r in rows[1:]}
+    lines += ["## Perplexity", "", f"Dense: **{_ppl(rows[0]['ppl'])}**", ""]
+    if cols:
+        lines += ["| method | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
+        for m in methods:
+            vals = []
+            for c in cols:
+                r = cell.get((m, c))
+                vals.append("" if r is None else "error" if r["error"] else _ppl(r["ppl"]))
+            lines.append(f"| {m} | " + " | ".join(vals) + " |")
+        lines.append("")
+    lines += ["## All runs", "",
+              "| method | pattern | sparsity | PPL | achieved sparsity | pruning s | features s | error |",
+              "|---|---|---:|---:|---:|---:|---:|---|"]
+    for r in rows:
+        err = (r["error"] or "").replace("|", "/")
+        lines.append(f"| {r['method']} | {r['pattern']} | {r['sparsity']:g} | {_ppl(r['ppl'])} | "
+                     f"{_num(r['achieved_sparsity'], '.4f')} | {_num(r['prune_s'], '.1f')} | "
+                     f"{_num(r['features_s'], '.1f')} | {err} |")
+    trees = {r["method"]: r["tree"] for r in rows if r.get("tree")}
+    if trees:
+        lines += ["", "## Trees", ""] + [f"- {m}: `{t}`" for m, t in trees.items()]
+    opts = {r["method"]: r["options"] for r in rows if r.get("options")}
+    if opts:
+        lines += ["", "## Method options", ""] + [f"- {m}: `{json.dumps(o)}`" for m, o in opts.items()]
+    if result["notes"]:
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in result["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict], path: Path) -> bool:
+    """PPL versus sparsity, one line per (method, pattern), log scale; False if nothing to plot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series: dict[str, list[tuple[float, float]]] = {}
+    for r in rows[1:]:
+        if r["ppl"] is not None and math.isfinite(r["ppl"]):
+            series.setdefault(f"{r['method']} ({r['pattern']})", []).append((r["sparsity"], r["ppl"]))
+    if not series:
+        return False
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, pts in series.items():
+        pts.sort()
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
+    ax.axhline(rows[0]["ppl"], color="gray", linestyle="--", label="dense")
+    ax.set_yscale("log")
+    ax.set_xlabel("sparsity (fraction of weights set to zero)")
+    ax.set_ylabel(f"perplexity ({rows[0]['evaluation']['split']}, seqlen "
+                  f"{rows[0]['evaluation']['seqlen']})")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def write_reports(result: dict, out: Path, final: bool = True) -> dict:
+    """Write every file; returns {kind: path}. The PNG only when final and several sparsities."""
+    out = Path(out)
+    files = {"json": out / "results.json", "csv": out / "results.csv", "md": out / "results.md"}
+    _atomic_write(files["csv"], csv_text(result["rows"]))
+    _atomic_write(files["md"], markdown_text(result, final))
+    sparsities = {r["sparsity"] for r in result["rows"][1:]}
+    if final and len(sparsities) > 1 and plot(result["rows"], out / "ppl_vs_sparsity.png"):
+        files["png"] = out / "ppl_vs_sparsity.png"
+    paths = {k: str(v) for k, v in files.items()}
+    _atomic_write(files["json"], json.dumps(_finite({**result, "files": paths, "final": final}),
+                                            indent=2, default=str) + "\n")
+    return paths

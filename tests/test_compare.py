@@ -1,0 +1,121 @@
+"""gpsearch compare: failure isolation, config in every row, input checked before any work,
+N:M combinations skipped, files written, weights restored between methods."""
+
+import csv
+import json
+
+import pytest
+import torch
+
+from gpsearch import compare
+from gpsearch.cli import main
+from gpsearch.compare import CompareConfig, plan, register, run_compare
+from gpsearch.config import CalibConfig, EvalConfig
+from gpsearch.errors import UserError
+from gpsearch.evaluator import Evaluator
+from tests.conftest import loaded, make_llama
+
+
+@pytest.fixture
+def boom():
+    def fail(evaluator, sparsity, pattern, **_):
+        next(iter(evaluator.linears.values())).weight.data.zero_()  # half-done damage
+        raise RuntimeError("boom: simulated failure\nsecond line")
+
+    register("boom", fail, "always fails")
+    yield "boom"
+    del compare.METHODS["boom"]
+
+
+def _setup(corpus, tokenizer, tmp_path, **kw):
+    calib = CalibConfig(data=corpus, nsamples=8, seqlen=32, batch_size=4)
+    ev = EvalConfig(data=corpus, split="test", seqlen=32, max_windows=6)
+    cfg = CompareConfig(calib=calib, evaluation=ev, out=str(tmp_path / "out"), model="tiny", **kw)
+    evaluator = Evaluator(calib=calib, cache_dir=tmp_path / "cache", lm=loaded(make_llama(), tokenizer))
+    return cfg, evaluator
+
+
+def test_failure_isolated_config_in_every_row_files_written(boom, corpus, tokenizer, tmp_path):
+    cfg, evaluator = _setup(corpus, tokenizer, tmp_path,
+                            methods=["magnitude", boom, "wanda", "sparsegpt", "mul(W, sqrt(X))",
+                                     "wanda-variant"],
+                            patterns=["unstructured", "2:4"], sparsities=[0.5, 0.6],
+                            options={"sparsegpt": {"blocksize": 16, "mask_blocksize": 16}})
+    dense = {n: lin.weight.detach().clone() for n, lin in evaluator.linears.items()}
+    res = run_compare(cfg, evaluator=evaluator, progress=False, log=lambda s: None)
+    rows = res["rows"]
+    assert rows[0]["method"] == "dense" and rows[0]["ppl"] > 1
+    by = {(r["method"], r["pattern"], r["sparsity"]): r for r in rows}
+    # 2:4 only at 0.5, wanda-variant only unstructured: 6 methods x 2 sparsities + 5 x 2:4
+    assert len(rows) == 1 + 6 * 2 + 5
+    assert any("2:4 skipped at sparsity 0.6" in n for n in res["notes"])
+    assert any("wanda-variant skipped for 2:4" in n for n in res["notes"])
+    for key, r in by.items():
+        assert r["calibration"] == cfg.calib.to_dict()
+        assert r["evaluation"]["split"] == "test" and r["evaluation"]["windows"] == 6
+        if key[0] == boom:
+            assert r["error"] == "RuntimeError: boom: simulated failure" and r["ppl"] is None
+        elif key[0] != "dense":
+            assert r["error"] is None and r["ppl"] > 1, key
+            assert r["achieved_sparsity"] == pytest.approx(key[2], abs=0.01), key
+            assert r["prune_s"] >= 0
+    # the tree spelled out equals the wanda method (both sequential); options reach sparsegpt
+    assert by[("mul(W, sqrt(X))", "unstructured", 0.5)]["ppl"] == by[("wanda", "unstructured", 0.5)]["ppl"]
+    assert by[("sparsegpt", "2:4", 0.5)]["info"]["blocksize"] == 16
+    for n, lin in evaluator.linears.items():
+        assert torch.equal(lin.weight, dense[n]), n  # restored after every method, even boom
+    out = tmp_path / "out"
+    md = (out / "results.md").read_text()
+    assert "8 samples x 32 tokens" in md and "**test** split" in md and "boom: simulated" in md
+    assert (out / "ppl_vs_sparsity.png").stat().st_size > 1000
+    with open(out / "results.csv") as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == len(rows) and all(t["calib_nsamples"] == "8" for t in table)
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["final"] and len(saved["rows"]) == len(rows)
+
+
+def test_single_sparsity_no_plot(corpus, tokenizer, tmp_path):
+    cfg, evaluator = _setup(corpus, tokenizer, tmp_path, methods=["magnitude-row"],
+                            patterns=["unstructured"], sparsities=[0.5])
+    res = run_compare(cfg, evaluator=evaluator, progress=False, log=lambda s: None)
+    assert "png" not in res["files"] and len(res["rows"]) == 2
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--methods", "magnitude,nope_method"], "nope_method"),
+    (["--methods", "mul(W, frob(X))"], "frob"),
+    (["--pattern", "unstructured,2x4"], "2x4"),
+    (["--pattern", "4:2"], "pattern"),
+    (["--sparsity", "0.5,abc"], "abc"),
+    (["--sparsity", "1.5"], "sparsity"),
+    (["--pattern", "2:4", "--sparsity", "0.7"], "nothing to run"),
+])
+def test_bad_input_one_line_before_any_work(args, needle, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(["compare", "--model", str(tmp_path / "missing.gguf"), "--out", str(out), *args])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and needle in err[0], err
+    assert "missing.gguf" not in err[0] and not out.exists()  # failed before loading the model
+
+
+def test_plan_rejects_options_for_absent_methods():
+    with pytest.raises(UserError, match="options"):
+        plan(CompareConfig(methods=["wanda"], options={"sparsegpt": {"percdamp": 0.1}}))
+
+
+def test_cli_end_to_end(corpus, tokenizer, tmp_path, capsys):
+    model_dir = tmp_path / "tiny"
+    make_llama().save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    out = tmp_path / "cmp"
+    code = main(["compare", "--model", str(model_dir), "--methods", "magnitude,mul(W, sqrt(X))",
+                 "--pattern", "unstructured", "--sparsity", "0.5", "--out", str(out), "--data", corpus,
+                 "--nsamples", "4", "--seqlen", "32", "--max-windows", "2",
+                 "--cache-dir", str(tmp_path / "cache")])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "| magnitude |" in printed and "mul(W, sqrt(X))" in printed
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert [r["method"] for r in rows] == ["dense", "magnitude", "mul(W, sqrt(X))"]
+    assert all(r["calibration"]["nsamples"] == 4 and r["model"] == str(model_dir) for r in rows)
