@@ -1,0 +1,77 @@
+"""`gpsearch search` end to end on a tiny random LLaMA and a local corpus, plus its input errors."""
+
+import json
+
+import pytest
+
+from gpsearch.cli import main
+from gpsearch.tree import PRUNERZERO, load_tree, parse_prefix
+
+from .conftest import make_llama, write_corpus
+
+
+@pytest.fixture
+def tiny(tmp_path, tokenizer):
+    model_dir = tmp_path / "model"
+    make_llama().save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    corpus = write_corpus(tmp_path / "corpus.txt")
+    return ["--model", str(model_dir), "--data", corpus, "--nsamples", "4", "--seqlen", "16",
+            "--batch-size", "4", "--max-windows", "2", "--test-windows", "4",
+            "--cache-dir", str(tmp_path / "cache")]
+
+
+def test_small_real_search_writes_the_run_directory(tiny, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["search", *tiny, "--population", "4", "--offspring", "4", "--elite", "2",
+            "--generations", "2", "--seed", "1", "--out", str(out),
+            "--seed-trees", "wanda", "mul(sqrt(X), W)"]
+    assert main(args) == 0
+    for name in ("config.json", "checkpoint.json", "log.jsonl", "hall_of_fame.csv",
+                 "best_tree.json", "progress.png", "summary.md"):
+        assert (out / name).stat().st_size > 0, name
+    best = load_tree(str(out / "best_tree.json"))
+    cp = json.loads((out / "checkpoint.json").read_text())
+    assert cp["generation"] == 2 and parse_prefix(cp["hof"][0]["expr"], PRUNERZERO) == best
+    config = json.loads((out / "config.json").read_text())
+    assert config["evaluation"]["split"] == "validation" and config["settings"]["population"] == 4
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert len(records) == 4 + 2 * 4 and {r["gen"] for r in records} == {0, 1, 2}
+    assert any(r["hit"] in ("key", "fingerprint") for r in records)
+    summary = (out / "summary.md").read_text()
+    assert "Test split" in summary and "| `dense` |" in summary and "wanda" in summary
+    assert "validation" in summary
+
+    # extend the finished run by one generation: it continues from its checkpoint
+    assert main(["search", "--resume", str(out), "--generations", "3", "--report", "none"]) == 0
+    cp = json.loads((out / "checkpoint.json").read_text())
+    assert cp["generation"] == 3 and len(cp["logbook"]) == 4
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--sparsity", "1.5"], "sparsity"),
+    (["--pattern", "2:4", "--sparsity", "0.7"], "2:4"),
+    (["--space", "no_such_space"], "search space"),
+    (["--seed-trees", "mul(W, qrt(X))"], "qrt"),  # not in the Pruner-Zero space
+    (["--population", "1"], "population"),
+    (["--p-crossover", "0.9", "--p-mutation", "0.9"], "p_crossover"),
+    (["--generations", "-1"], "generations"),
+])
+def test_bad_input_is_one_line_and_writes_nothing(argv, needle, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["search", *argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and needle in err
+    assert not out.exists()
+
+
+def test_resume_errors(tmp_path, capsys):
+    assert main(["search", "--resume", str(tmp_path / "nothing")]) == 2
+    assert "cannot resume" in capsys.readouterr().err
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text(json.dumps({"settings": {"seed": 0}}))
+    assert main(["search", "--resume", str(tmp_path / "run"), "--seed", "3"]) == 2
+    assert "keeps its configuration" in capsys.readouterr().err
+    assert main(["search", "--resume", str(tmp_path), "--out", str(tmp_path / "x")]) == 2
+    assert "either" in capsys.readouterr().err
