@@ -1,0 +1,93 @@
+"""The evaluation worker that runs inside a Ray actor, as a plain class (no Ray import here:
+``ray_backend`` wraps it with ``ray.remote``), plus its plain-data spec and the test hook.
+
+``EvalWorker`` builds one Evaluator ONCE from plain specs and evaluates candidates (expression
+strings) by delegating to a ``SerialBackend``, so its results equal the serial backend's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from .result import EvalResult
+
+FAULTS_ENV = "GPSEARCH_TEST_FAULTS"
+
+
+def worker_spec(model: str, calib, ev, sparsity: float, pattern: str = "unstructured",
+                scope: str = "row", mode: str = "dense", dtype: str = "float32",
+                device: str = "cpu", cache_dir=None) -> dict:
+    """The plain data every worker builds its Evaluator from (configs as dicts, paths as str)."""
+    as_dict = lambda c: c if isinstance(c, dict) else c.to_dict()  # noqa: E731
+    return {"model": str(model), "calib": as_dict(calib), "ev": as_dict(ev),
+            "sparsity": float(sparsity), "pattern": str(pattern), "scope": scope, "mode": mode,
+            "dtype": dtype, "device": device, "cache_dir": str(cache_dir) if cache_dir else None}
+
+
+class EvalWorker:
+    """One resident Evaluator inside a Ray actor (wrapped by ``ray.remote`` in RayBackend)."""
+
+    def __init__(self, spec: dict, threads: int | None = None):
+        import torch
+
+        if threads:  # the cores are split between actors: Evaluator's set_threads respects this
+            os.environ["OMP_NUM_THREADS"] = str(threads)
+            torch.set_num_threads(threads)
+        from ..config import CalibConfig, EvalConfig
+        from ..evaluator import Evaluator
+        from ..masks import parse_pattern
+        from .serial import SerialBackend
+
+        ev = EvalConfig.from_dict(spec["ev"])
+        self.evaluator = Evaluator(spec["model"], CalibConfig.from_dict(spec["calib"]),
+                                   spec["dtype"], spec["device"], spec["cache_dir"])
+        pattern = parse_pattern(spec["pattern"], spec["sparsity"], spec["scope"])
+        self.backend = SerialBackend(self.evaluator, spec["sparsity"], pattern, ev, spec["mode"])
+        self.evaluator.windows(ev)  # tokenise the validation windows once, up front
+
+    def prepare(self, kinds: list[str]) -> dict:
+        """Load (or compute and cache) the features; says which kinds were computed here."""
+        import torch
+
+        for kind in kinds:
+            self.evaluator.features.get(kind)
+        return {"pid": os.getpid(), "threads": torch.get_num_threads(),
+                "computed": list(self.evaluator.features.computed)}
+
+    def evaluate(self, expr: str) -> EvalResult:
+        _test_fault(expr)
+        try:
+            return self.backend.evaluate_one(expr)
+        except BaseException:
+            self.evaluator.restore()  # never leave a pruned model behind for the next candidate
+            raise
+
+
+def _test_fault(expr: str) -> None:
+    """Test hook. If ``$GPSEARCH_TEST_FAULTS`` names a JSON file, it may hold
+    ``{"dir": D, "exit_at": K}``: the K-th evaluation (0-based, counted over all workers with
+    marker files in D) kills its worker with ``os._exit(1)``; a retry takes a new number, so it
+    happens once; ``{"sleep_expr": E, "sleep_s": S}``: sleep S seconds before evaluating E;
+    ``{"raise_expr": E}``: raise RuntimeError in the actor (outside the SerialBackend) for E."""
+    path = os.environ.get(FAULTS_ENV)
+    if not path or not Path(path).is_file():
+        return
+    spec = json.loads(Path(path).read_text())
+    if "exit_at" in spec:
+        ticket = 0
+        while True:
+            try:
+                os.close(os.open(os.path.join(spec["dir"], f"eval-{ticket}"),
+                                 os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+                break
+            except FileExistsError:
+                ticket += 1
+        if ticket == spec["exit_at"]:
+            os._exit(1)
+    if spec.get("sleep_expr") == expr:
+        time.sleep(float(spec["sleep_s"]))
+    if spec.get("raise_expr") == expr:
+        raise RuntimeError(f"test fault raised for {expr}")

@@ -1,0 +1,66 @@
+"""Pick the evaluation backend from the CLI's plain specs: serial in-process, or Ray actors.
+
+Importing this module never imports Ray; only the Ray branch of ``make_backend`` does.
+"""
+
+from __future__ import annotations
+
+from ..config import CalibConfig, EvalConfig
+from ..errors import UserError
+from ..masks import Pattern, parse_pattern
+from ..models import EMBEDDED
+
+
+def make_backend(workers: int = 0, address: str | None = None, *, model: str = EMBEDDED,
+                 calib: CalibConfig | dict | None = None, ev: EvalConfig | dict | None = None,
+                 sparsity: float = 0.5, pattern: str | Pattern = "unstructured",
+                 scope: str = "row", mode: str = "dense", dtype: str = "float32",
+                 device: str = "cpu", cache_dir=None, progress: bool = False,
+                 features: tuple[str, ...] = ("X", "G"), eval_timeout: float | None = None,
+                 max_retries: int = 1, resources: str = "auto", evaluator=None):
+    """A backend with ``evaluate_many(exprs) -> list[EvalResult]``, ``evaluate_one`` and ``close``.
+
+    workers, address: ``workers`` in (0, 1) with no ``address`` -> ``SerialBackend`` in this
+        process (no Ray); otherwise ``RayBackend`` with max(workers, 1) actors. address None
+        starts a local Ray instance; "auto" or "host:port" joins a running cluster.
+    model: model spec string (embedded name, local HF directory, .gguf path, hub id); every Ray
+        worker loads it itself, so on a cluster it must resolve on every node.
+    calib, ev: ``CalibConfig`` / ``EvalConfig`` (or their ``to_dict()``); defaults: the defaults
+        of those classes, with the evaluation on the validation split.
+    sparsity, pattern, scope, mode: as ``gpsearch prune`` (--sparsity, --pattern text or a
+        ``Pattern``, --scope row|matrix, --features dense|sequential).
+    dtype, device, cache_dir, progress: as the other commands (--dtype, --device, --cache-dir);
+        progress bars only in the serial backend. The feature cache must be on a filesystem all
+        nodes share, or each node computes its own features.
+    features: feature kinds ("X", "G", "H") computed before evaluation starts: by the first Ray
+        actor (the others then load them from the cache) or by the serial evaluator. Pass the
+        kinds the search space's terminals use.
+    eval_timeout, max_retries, resources: Ray only (see ``RayBackend``): seconds per candidate
+        before its worker is killed and it is penalised; retries of a candidate whose worker
+        died; "auto" | "gpu" | "cpu" actor placement. The serial backend cannot interrupt an
+        evaluation and ignores ``eval_timeout``.
+    evaluator: serial only, an already built ``Evaluator`` to reuse (tests, notebooks).
+    """
+    if workers < 0:
+        raise UserError(f"--workers must be 0 or more (got {workers})")
+    calib = CalibConfig.from_dict(calib) if isinstance(calib, dict) else (calib or CalibConfig())
+    if ev is None:
+        ev = EvalConfig(data=calib.data, split="validation", seqlen=calib.seqlen)
+    ev = EvalConfig.from_dict(ev) if isinstance(ev, dict) else ev
+    if isinstance(pattern, Pattern):
+        pattern, scope = str(pattern), pattern.scope
+    pat = parse_pattern(pattern, sparsity, scope)  # validate here, before any worker starts
+    if workers <= 1 and not address:
+        from ..evaluator import Evaluator
+        from .serial import SerialBackend
+
+        if evaluator is None:
+            evaluator = Evaluator(model, calib, dtype, device, cache_dir, progress)
+        for kind in features:
+            evaluator.features.get(kind)
+        return SerialBackend(evaluator, sparsity, pat, ev, mode)
+    from .ray_backend import RayBackend
+
+    return RayBackend(model, calib, ev, sparsity, pattern, scope, mode, dtype, device, cache_dir,
+                      workers=max(workers, 1), address=address, eval_timeout=eval_timeout,
+                      max_retries=max_retries, resources=resources, features=tuple(features))
