@@ -15,6 +15,12 @@ from .errors import UserError
 
 COMMANDS = {
     "prune": "prune a model with a metric tree and measure its perplexity",
+    "search": "search for a pruning metric by genetic programming (resumable run directory)",
+    "tiers": "progressive three-tier block pruning (dense / 2:4 / top-k) driven by a CSV schedule",
+    "structured": "structured baselines: ShortGPT, width pruning (H-GSP family), SlimGPT",
+    "lora": "LoRA recovery fine-tuning of a pruned model; the merge keeps every zero",
+    "compare": "compare pruning methods and metric trees on one calibration config (test split)",
+    "iterative": "iterative pruning with masked fine-tuning, round by round (resumable)",
 }
 
 

@@ -90,12 +90,37 @@ def test_scores_use_the_current_weights(tokenizer, corpus, tmp_path):
     from tests.conftest import loaded, make_llama
 
     ev, _ = make(loaded(make_llama(), tokenizer), corpus, tmp_path)
+    dense_x = ev.features.get("X")
     with torch.no_grad():
         for lin in ev.linears.values():
             lin.weight.mul_(-2.0)
     s = current_scores(ev, parse_prefix("W"), fresh=True)
     assert all(torch.allclose(s[n].float(), lin.weight.abs()) for n, lin in ev.linears.items())
     s = current_scores(ev, parse_prefix("X"), fresh=True)
-    dense_x = ev.features.get("X")
     assert any(not torch.allclose(s[n].float(), dense_x[n].expand_as(s[n]).float())
                for n in ev.linears)  # X recomputed on the changed model
+
+
+def test_cli_runs_and_resumes(tokenizer, corpus, tmp_path, capsys):
+    from gpsearch.cli import main
+    from tests.conftest import make_llama
+
+    model_dir = tmp_path / "tiny"
+    make_llama().save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    lines = SCHEDULE.splitlines()
+    (tmp_path / "two.csv").write_text("\n".join(lines[:3]) + "\n")
+    (tmp_path / "three.csv").write_text(SCHEDULE)
+    common = ["--model", str(model_dir), "--data", corpus, "--nsamples", "4", "--seqlen", "16",
+              "--max-windows", "2", "--block-size", "8", "--topk", "4", "--max-steps", "2",
+              "--ft-batch-size", "2", "--cache-dir", str(tmp_path / "cache")]
+    assert main(["tiers", "--schedule", str(tmp_path / "two.csv"), "--save", str(tmp_path / "run")]
+                + common) == 0
+    assert main(["tiers", "--schedule", str(tmp_path / "three.csv"), "--resume",
+                 str(tmp_path / "run"), "--json", str(tmp_path / "rec.json")] + common) == 0
+    out = capsys.readouterr().out
+    assert "resumed" in out and "iteration 3:" in out
+    rec = json.loads((tmp_path / "rec.json").read_text())
+    assert [h["iteration"] for h in rec["history"]] == [1, 2, 3]
+    assert rec["history"][0]["finetune"]["steps"] == 2
+    assert main(["tiers", "--schedule", str(tmp_path / "nope.csv")] + common) == 2

@@ -95,16 +95,16 @@ def load_iteration(run_dir: Path, iteration: int, linears: dict) -> tuple[dict, 
             {n: data[f"mask/{n}"] == 0 for n in linears})
 
 
-def run_tiers(evaluator, tree: Node, schedule: list[Step], ev: EvalConfig, finetune: Finetune,
+def run_tiers(evaluator, tree: Node, schedule: list[Step], ev: EvalConfig | None, finetune: Finetune,
               block_size: int = 16, topk: int = 10, save_dir: str | Path | None = None,
               resume: bool = False, log: Callable[[str], None] = print) -> dict:
-    """Run the schedule on ``evaluator.model`` in place. Returns the JSON-able run record
-    (configuration, per-iteration history, final sparsity and perplexity); the tier maps and masks
-    are in the run directory."""
+    """Run the schedule on ``evaluator.model`` in place (``ev`` None: no perplexity per iteration).
+    Returns the JSON-able run record (configuration, per-iteration history, final sparsity and
+    perplexity); the tier maps and masks are in the run directory."""
     linears, bs, k = evaluator.linears, block_size, topk
     config = {"model": evaluator.lm.spec, "tree": to_prefix(tree), "block_size": bs, "topk": k,
               "schedule": [s.to_dict() for s in schedule], "calibration": evaluator.calib.to_dict(),
-              "evaluation": ev.to_dict()}
+              "evaluation": ev.to_dict() if ev is not None else None}
     run_dir = Path(save_dir) if save_dir else None
     record = {"config": config, "history": [], "completed": 0}
     tiers = {n: new_tiers(lin.weight.shape, bs) for n, lin in linears.items()}
@@ -115,8 +115,9 @@ def run_tiers(evaluator, tree: Node, schedule: list[Step], ev: EvalConfig, finet
         if run_dir.exists() and any(run_dir.iterdir()):
             raise UserError(f"run directory {run_dir} exists and is not empty (use --resume)")
         run_dir.mkdir(parents=True, exist_ok=True)
-    if record["completed"] == 0:
-        record["dense_ppl"] = evaluator.perplexity(ev)["ppl"]
+    ppl = (lambda: evaluator.perplexity(ev)["ppl"]) if ev is not None else (lambda: None)
+    if record["completed"] == 0 and ev is not None:
+        record["dense_ppl"] = ppl()
         log(f"dense perplexity: {record['dense_ppl']:.3f}")
     for step in schedule[record["completed"]:]:
         t0 = time.perf_counter()
@@ -131,22 +132,23 @@ def run_tiers(evaluator, tree: Node, schedule: list[Step], ev: EvalConfig, finet
         rec = {"iteration": step.iteration, "shares": model_shares(tiers),
                "target_shares": {"dense": step.dense, "mid_2_4": step.mid_2_4, "topk": step.topk},
                "sparsity": sparsity(linears), "implied_sparsity": step.sparsity(bs, k),
-               "ppl_pruned": evaluator.perplexity(ev)["ppl"], "epochs": step.epochs}
+               "ppl_pruned": ppl(), "epochs": step.epochs}
         if step.epochs > 0:
             rec["finetune"] = finetune(evaluator.model, {n: ~kp for n, kp in keep.items()}, step.epochs)
             with torch.no_grad():  # belt and braces: the fine-tuner must already keep them zero
                 for n, lin in linears.items():
                     lin.weight.masked_fill_(~keep[n], 0.0)
-        rec["ppl_finetuned"] = evaluator.perplexity(ev)["ppl"] if step.epochs > 0 else rec["ppl_pruned"]
+        rec["ppl_finetuned"] = ppl() if step.epochs > 0 else rec["ppl_pruned"]
         rec["sparsity_after_finetune"] = sparsity(linears)
         rec["seconds"] = time.perf_counter() - t0
         record["history"].append(rec)
         record["completed"] = step.iteration
         sh = rec["shares"]
+        ppls = "" if ev is None else (f"  ppl pruned {rec['ppl_pruned']:.3f} -> fine-tuned "
+                                      f"{rec['ppl_finetuned']:.3f}")
         log(f"iteration {step.iteration}: dense {sh['dense']:.3f} mid_2_4 {sh['mid_2_4']:.3f} "
             f"topk {sh['topk']:.3f}  sparsity {rec['sparsity']:.4f} (schedule implies "
-            f"{rec['implied_sparsity']:.4f})  ppl pruned {rec['ppl_pruned']:.3f} -> "
-            f"fine-tuned {rec['ppl_finetuned']:.3f} ({step.epochs} epochs)")
+            f"{rec['implied_sparsity']:.4f}){ppls} ({step.epochs} epochs)")
         if run_dir:
             save_iteration(run_dir, step.iteration, tiers, keep, evaluator.model)
             _write_json(run_dir / "run.json", record)

@@ -1,0 +1,1 @@
+"""Recovery after pruning: LoRA fine-tuning with a sparsity-preserving merge."""
