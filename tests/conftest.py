@@ -72,3 +72,12 @@ def loaded(model, tokenizer, name: str = "tiny"):
 def tiny_lm(request, tokenizer):
     model = make_llama() if request.param == "llama" else make_opt()
     return loaded(model, tokenizer, request.param)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors: one thread is much faster than several on a busy 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -119,3 +119,30 @@ def test_cli_end_to_end(corpus, tokenizer, tmp_path, capsys):
     rows = json.loads((out / "results.json").read_text())["rows"]
     assert [r["method"] for r in rows] == ["dense", "magnitude", "mul(W, sqrt(X))"]
     assert all(r["calibration"]["nsamples"] == 4 and r["model"] == str(model_dir) for r in rows)
+
+
+def test_cli_options_reach_the_method_and_bad_ones_are_one_line(corpus, tokenizer, tmp_path,
+                                                                capsys):
+    from gpsearch.commands.compare import parse_options
+
+    assert parse_options(["tiers.max_steps=20", "wanda+lora.lora_lr=1e-4",
+                          "width-wanda.ranking=layer", "x.flag=true"]) == {
+        "tiers": {"max_steps": 20}, "wanda+lora": {"lora_lr": 1e-4},
+        "width-wanda": {"ranking": "layer"}, "x": {"flag": True}}
+    model_dir = tmp_path / "tiny"
+    make_llama().save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    common = ["compare", "--model", str(model_dir), "--sparsity", "0.25", "--data", corpus,
+              "--nsamples", "4", "--seqlen", "32", "--max-windows", "2",
+              "--cache-dir", str(tmp_path / "cache")]
+    assert main(common + ["--methods", "magnitude", "--option", "max_steps=3"]) == 2
+    assert "METHOD.KEY=VALUE" in capsys.readouterr().err
+    assert main(common + ["--methods", "magnitude", "--option", "shortgpt.n_remove_layers=1"]) == 2
+    assert "not compared" in capsys.readouterr().err
+    out = tmp_path / "cmp"
+    assert main(common + ["--methods", "shortgpt", "--option", "shortgpt.n_remove_layers=1",
+                          "--out", str(out)]) == 0
+    rows = {r["method"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
+    assert rows["shortgpt"]["error"] is None
+    assert rows["shortgpt"]["options"] == {"n_remove_layers": 1}
+    capsys.readouterr()

@@ -19,13 +19,7 @@ PATTERNS = [(0.25, UNSTRUCTURED), (0.5, UNSTRUCTURED), (0.75, UNSTRUCTURED),
             (0.5, parse_pattern("2:4")), (0.5, parse_pattern("4:8"))]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread is much faster than several on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def key(expr, scope="row"):

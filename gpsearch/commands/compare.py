@@ -10,6 +10,7 @@ import argparse
 import time
 
 from ..compare import METHODS, CompareConfig, parse_sparsities, plan, run_compare, split_list
+from ..errors import UserError
 from .common import add_calib_args, add_model_args, calib_from, eval_from
 
 
@@ -29,16 +30,48 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="SparseGPT adaptive mask block Bs (columns)")
     p.add_argument("--percdamp", type=float, default=0.01,
                    help="SparseGPT damping, as a fraction of the mean Hessian diagonal")
+    p.add_argument("--option", action="append", default=[], metavar="METHOD.KEY=VALUE",
+                   help="a knob of one method, repeatable: e.g. tiers.max_steps=20, "
+                        "shortgpt.n_remove_layers=6, wanda+lora.lora_max_steps=50 (see "
+                        "gpsearch/compare_methods.py for each method's knobs)")
     add_model_args(p)
     add_calib_args(p)
 
 
+def _value(text: str):
+    """A knob value: int, float, true/false/none, else the text itself (never evaluated)."""
+    low = text.strip().lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low == "none":
+        return None
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_options(items: list[str]) -> dict:
+    """``["tiers.max_steps=20", ...]`` -> ``{"tiers": {"max_steps": 20}}`` (one-line errors)."""
+    out: dict = {}
+    for item in items:
+        head, eq, value = item.partition("=")
+        method, dot, key = head.rpartition(".")
+        if not eq or not dot or not method or not key.isidentifier():
+            raise UserError(f"--option {item!r}: expected METHOD.KEY=VALUE, e.g. "
+                            "tiers.max_steps=20")
+        out.setdefault(method, {})[key] = _value(value)
+    return out
+
+
 def config_from(args) -> CompareConfig:
     methods = split_list(args.methods, "method")
-    options = {}
+    options = parse_options(args.option)
     if "sparsegpt" in methods:
         options["sparsegpt"] = {"blocksize": args.blocksize, "mask_blocksize": args.mask_blocksize,
-                                "percdamp": args.percdamp}
+                                "percdamp": args.percdamp, **options.get("sparsegpt", {})}
     return CompareConfig(
         methods=methods, patterns=split_list(args.pattern, "pattern"),
         sparsities=parse_sparsities(args.sparsity),

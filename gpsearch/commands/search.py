@@ -17,20 +17,21 @@ from .. import __version__
 from ..errors import UserError
 from ..models import EMBEDDED
 
-# Defaults in one visible place. The no-argument run: one evaluation of SmolLM2-135M on
-# 8 validation windows x 256 tokens costs ~7 s on 2 cores (bench/bench_eval.json), so
-# 16 parents + 8 generations x 16 children = 144 candidates, of which dedup skips a good part,
-# stay near 15 minutes of evaluations; features (X, G) and the test-split report take the rest.
+# Defaults in one visible place. The no-argument run on 2 cores: one evaluation of SmolLM2-135M
+# on 8 validation windows x 256 tokens costs ~6 s; dedup skips about half of the candidates, so a
+# generation of 16 children takes ~45 s. Measured with 8 generations: features X + G 6.5 min,
+# search 7.5 min, test-split report 3.5 min (17.5 min). 18 generations stay under 30 minutes.
 DEFAULTS = {
     "model": EMBEDDED, "dtype": "float32", "device": "cpu", "cache_dir": None,
     "data": "wiki", "nsamples": 128, "seqlen": 256, "calib_seed": 0, "batch_size": 4,
     "max_windows": 8, "test_windows": 64,
     "space": "prunerzero", "population": 16, "offspring": 16, "elite": 8, "tournament": 3,
-    "p_crossover": 0.5, "p_mutation": 0.5, "generations": 8, "sparsity": 0.5,
+    "p_crossover": 0.5, "p_mutation": 0.5, "generations": 18, "sparsity": 0.5,
     "pattern": "unstructured", "scope": "row", "seed": 0, "seed_trees": ["known"],
-    "workers": 0, "address": None, "report": "magnitude,wanda",
+    "workers": 0, "ray_address": None, "eval_timeout": None, "report": "magnitude,wanda",
 }
-RUNTIME_ONLY = {"generations", "report", "test_windows", "workers", "address", "cache_dir"}
+RUNTIME_ONLY = {"generations", "report", "test_windows", "workers", "ray_address", "eval_timeout",
+                "cache_dir"}
 OPTS = {  # option -> (type, help)
     "model": (str, "the embedded model, a hub id, a local HF directory or a .gguf file"),
     "dtype": (str, "float32, bfloat16 or float16"),
@@ -56,7 +57,10 @@ OPTS = {  # option -> (type, help)
     "scope": (str, "unstructured comparison group: row (Wanda) or matrix"),
     "seed": (int, "seed of the search (the same seed gives the same run)"),
     "workers": (int, "0/1: evaluate in this process; N > 1: N Ray actors"),
-    "address": (str, "Ray cluster address ('auto' or host:port) instead of a local one"),
+    "ray_address": (str, "join this Ray cluster ('auto' or HOST:PORT) instead of starting a "
+                         "local Ray instance"),
+    "eval_timeout": (float, "Ray: seconds before a candidate's worker is killed and the "
+                            "candidate penalised"),
     "report": (str, "methods beside the best tree on the test split, comma-separated "
                     "(e.g. magnitude,wanda,sparsegpt), or none"),
 }
@@ -135,6 +139,9 @@ def plan(settings: dict, saved: dict | None = None) -> Plan:
                                                     tournament=s["tournament"]))
     if s["generations"] < 0 or s["test_windows"] < 0 or s["max_windows"] < 1:
         raise UserError("need --generations >= 0, --max-windows >= 1 and --test-windows >= 0")
+    if s.get("eval_timeout") is not None and not s["eval_timeout"] > 0:
+        raise UserError(f"--eval-timeout must be a positive number of seconds "
+                        f"(got {s['eval_timeout']})")
     seeds = saved["seed_exprs"] if saved else _seeds(s["seed_trees"], registry, space,
                                                      s["population"])
     calib = CalibConfig(data=s["data"], nsamples=s["nsamples"], seqlen=s["seqlen"],
@@ -180,10 +187,11 @@ def build_backend(p: Plan):
 
     s, terms = p.settings, set(p.space.terminals)
     kinds = [k for k, uses in (("X", {"X", "S"}), ("G", {"G"}), ("H", {"H"})) if terms & uses]
-    backend = make_backend(s["workers"], s["address"], model=s["model"], calib=p.calib, ev=p.ev,
+    backend = make_backend(s["workers"], s.get("ray_address"), model=s["model"], calib=p.calib,
+                           ev=p.ev,
                            sparsity=p.sparsity, pattern=p.pattern, mode="dense", dtype=s["dtype"],
                            device=s["device"], cache_dir=s["cache_dir"], progress=True,
-                           features=tuple(kinds))
+                           features=tuple(kinds), eval_timeout=s.get("eval_timeout"))
     if hasattr(backend, "evaluator"):
         backend.evaluator.progress = False  # no perplexity bar per candidate
     return backend
