@@ -13,7 +13,6 @@ apply at the root only.
 
 Deliberately NOT rules, because the protected semantics change the value:
 - exp(log(x)) = |x| + 0.001 (not |x|); log(exp(x)) = log(exp(min(x, 100)) + 0.001) (not x);
-- sqr(sqrt(x)) is |x| only up to rounding, but sqrt(sqr(x)) -> abs(x) is exact (listed below);
 - rown(rown(x)) differs from rown(x) on rows whose |x| sums to less than the 1e-12 floor;
 - anything involving div's Frobenius norm and a broadcast (div(X, W) has W's shape, X does not).
 
@@ -84,6 +83,8 @@ def _rule(node: Node, registry: Registry) -> Node | None:
         return a
     if name == "sqrt" and a.name in ("sqr", "pow"):  # sqrt(x*x) = |x|: exact in IEEE binary
         return Node("abs", a.children)  # arithmetic with round-to-nearest (no over/underflow)
+    if name in ("sqr", "pow") and a.name == "sqrt":  # sqrt(|x|)^2 = |x|: up to rounding
+        return Node("abs", a.children)
     if name == "qrt" and a.name in ("sqr", "pow"):  # |x*x|^(1/4) = sqrt(|x|): up to rounding
         return Node("sqrt", a.children)
     if name in NORMALISERS and a.name in NORMALISERS:
