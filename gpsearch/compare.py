@@ -145,6 +145,8 @@ class CompareConfig:
     cache_dir: str | None = None
     tree_features: str = "sequential"
     options: dict = field(default_factory=dict)  # method name -> {knob: value}
+    include: list = field(default_factory=list)  # earlier results.json files to add as rows
+    allow_mixed: bool = False  # accept included rows measured under another configuration
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -178,7 +180,15 @@ def plan(cfg: CompareConfig) -> tuple[list[Method], list[tuple[Method, Pattern, 
                     runs.append((m, pattern, s))
     if not runs:
         raise UserError("nothing to run: " + "; ".join(notes))
+    notes += _included(cfg)[1]
     return methods, runs, notes
+
+
+def _included(cfg: CompareConfig) -> tuple[list[dict], list[str]]:
+    from .compare_include import load_included
+
+    ev = cfg.evaluation.to_dict()
+    return load_included(cfg.include, cfg.model, cfg.calib.to_dict(), ev, cfg.allow_mixed)
 
 
 def _first_line(e: BaseException) -> str:
@@ -243,6 +253,7 @@ def run_compare(cfg: CompareConfig, evaluator=None, progress: bool = True,
               "pruned_modules": evaluator.pruned_modules(),
               "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
     log(f"dense PPL {dense['ppl']:.3f}")
+    rows += _included(cfg)[0]
     bar = tqdm(runs, desc="compare", disable=not progress)
     for method, pattern, s in bar:
         bar.set_postfix_str(f"{method.name} {pattern} {s:g}")

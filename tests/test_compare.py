@@ -146,3 +146,35 @@ def test_cli_options_reach_the_method_and_bad_ones_are_one_line(corpus, tokenize
     assert rows["shortgpt"]["error"] is None
     assert rows["shortgpt"]["options"] == {"n_remove_layers": 1}
     capsys.readouterr()
+
+
+def test_include_refuses_other_calibration_unless_asked(corpus, tokenizer, tmp_path, capsys):
+    """Seed 002's check list: rows measured under another calibration config are refused."""
+    model_dir = tmp_path / "tiny"
+    make_llama().save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+
+    def cmp(out, nsamples, *extra):
+        return main(["compare", "--model", str(model_dir), "--methods", "magnitude",
+                     "--sparsity", "0.5", "--data", corpus, "--nsamples", str(nsamples),
+                     "--seqlen", "32", "--max-windows", "2", "--cache-dir", str(tmp_path / "c"),
+                     "--out", str(tmp_path / out), *extra])
+
+    assert cmp("first", 4) == 0
+    assert cmp("same", 4, "--include", str(tmp_path / "first")) == 0
+    rows = json.loads((tmp_path / "same" / "results.json").read_text())["rows"]
+    included = [r for r in rows if r.get("included_from")]
+    assert [r["method"] for r in included] == ["magnitude"] and not included[0]["mixed"]
+    capsys.readouterr()
+    assert cmp("other", 6, "--include", str(tmp_path / "first" / "results.json")) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "refusing to mix" in err and "nsamples" in err
+    assert not (tmp_path / "other").exists()
+    assert cmp("mixed", 6, "--include", str(tmp_path / "first"), "--allow-mixed-calibration") == 0
+    data = json.loads((tmp_path / "mixed" / "results.json").read_text())
+    assert [r["method"] for r in data["rows"] if r.get("mixed")] == ["magnitude [mixed]"]
+    assert any("ANOTHER configuration" in n for n in data["notes"])
+    assert "[mixed]" in (tmp_path / "mixed" / "results.md").read_text()
+    (tmp_path / "junk.json").write_text("[1, 2]")
+    assert cmp("junk", 4, "--include", str(tmp_path / "junk.json")) == 2
+    assert "not a gpsearch compare" in capsys.readouterr().err

@@ -34,6 +34,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="a knob of one method, repeatable: e.g. tiers.max_steps=20, "
                         "shortgpt.n_remove_layers=6, wanda+lora.lora_max_steps=50 (see "
                         "gpsearch/compare_methods.py for each method's knobs)")
+    p.add_argument("--include", nargs="+", default=[], metavar="RESULTS",
+                   help="rows of earlier compare runs (results.json or its folder) to put in "
+                        "this table; refused when their model, calibration or evaluation differ")
+    p.add_argument("--allow-mixed-calibration", action="store_true",
+                   help="include such rows anyway, marked [mixed] (seed 002: not comparable)")
     add_model_args(p)
     add_calib_args(p)
 
@@ -78,7 +83,8 @@ def config_from(args) -> CompareConfig:
         out=args.out or f"runs/compare_{time.strftime('%Y%m%d-%H%M%S')}",
         model=args.model, calib=calib_from(args), evaluation=eval_from(args, "test"),
         dtype=args.dtype, device=args.device, cache_dir=args.cache_dir,
-        tree_features=args.tree_features, options=options)
+        tree_features=args.tree_features, options=options, include=list(args.include),
+        allow_mixed=args.allow_mixed_calibration)
 
 
 def run(args) -> int:
