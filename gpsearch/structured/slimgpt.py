@@ -49,12 +49,24 @@ def group_errors(w: torch.Tensor, hinv: torch.Tensor, groups: torch.Tensor, size
         return w[:, idx[:, 0]].pow(2).sum(0) / hinv.diagonal()[idx[:, 0]]
     hg = hinv[idx[:, :, None], idx[:, None, :]]                      # [g, size, size]
     wg = w[:, idx].permute(1, 0, 2)                                  # [g, out, size]
-    return (torch.linalg.solve(hg, wg.transpose(1, 2)).transpose(1, 2) * wg).sum(dim=(1, 2))
+    # hg is a principal block of the SPD inverse Hessian: a Cholesky solve (no LU pivoting: the
+    # batched LU of MKL failed on the embedded model's 192 x 192 attention blocks), with a
+    # pseudo-inverse for blocks that lost definiteness to rounding after earlier removals.
+    chol, info = torch.linalg.cholesky_ex(hg)
+    rhs = wg.transpose(1, 2).contiguous()
+    if bool((info == 0).all()):
+        sol = torch.cholesky_solve(rhs, chol)
+    else:
+        sol = torch.linalg.pinv(hg, hermitian=True) @ rhs
+    return (sol.transpose(1, 2) * wg).sum(dim=(1, 2))
 
 
 def obs_remove(w: torch.Tensor, hinv: torch.Tensor, cols: torch.Tensor) -> None:
     """Remove input columns ``cols`` jointly with the OBS update of ``w`` and ``hinv`` (in place)."""
-    inv_ss = torch.linalg.inv(hinv[cols][:, cols])
+    block = hinv[cols][:, cols]
+    chol, info = torch.linalg.cholesky_ex(block)  # SPD: no LU (see group_errors)
+    inv_ss = torch.cholesky_inverse(chol) if int(info) == 0 else \
+        torch.linalg.pinv(block, hermitian=True)
     w.sub_(w[:, cols] @ inv_ss @ hinv[cols, :])
     hinv.sub_(hinv[:, cols] @ inv_ss @ hinv[cols, :])
     w[:, cols] = 0.0
