@@ -9,11 +9,17 @@ from .errors import UserError
 from .models import LoadedModel
 
 
+def check_save_dir(out_dir: str | Path | None) -> None:
+    """UserError if ``out_dir`` exists and is not empty (checked before any work is done)."""
+    out = Path(out_dir) if out_dir else None
+    if out is not None and out.exists() and any(out.iterdir()):
+        raise UserError(f"--save directory {out} exists and is not empty")
+
+
 def save_pruned(lm: LoadedModel, out_dir: str | Path, record: dict) -> Path:
     """safetensors weights + config + tokenizer + ``gpsearch_record.json`` (tree and config)."""
+    check_save_dir(out_dir)
     out = Path(out_dir)
-    if out.exists() and any(out.iterdir()):
-        raise UserError(f"--save directory {out} exists and is not empty")
     out.mkdir(parents=True, exist_ok=True)
     lm.model.save_pretrained(out, safe_serialization=True)
     lm.tokenizer.save_pretrained(out)

@@ -42,6 +42,13 @@ def eval_from(args, split: str = "test") -> EvalConfig:
                       max_windows=args.max_windows, batch_size=args.batch_size)
 
 
+def write_record(path: str | Path | None, rec: dict) -> None:
+    """``--json PATH``: write the run record there (nothing when no path was given)."""
+    if path:
+        write_json(path, rec)
+        print(f"record written to {path}")
+
+
 def write_json(path: str | Path, obj) -> None:
     """Write JSON atomically (a crash never leaves half a file)."""
     path = Path(path)

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
-from ..errors import UserError
-from .common import add_calib_args, add_model_args, eval_from, write_json
+from ..save import check_save_dir
+from .common import add_calib_args, add_model_args, eval_from, write_record
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -36,8 +35,7 @@ def run(args) -> int:
     from ..recovery.lora import LoraSettings, lora_recover
     from ..save import save_pruned
 
-    if args.save and Path(args.save).exists() and any(Path(args.save).iterdir()):
-        raise UserError(f"--save directory {args.save} exists and is not empty")
+    check_save_dir(args.save)
     s = LoraSettings(r=args.r, alpha=args.alpha, dropout=args.dropout, lr=args.lr,
                      epochs=args.epochs, max_steps=args.max_steps, batch_size=args.train_batch_size,
                      seqlen=args.seqlen, seed=args.train_seed, data=args.data)
@@ -56,8 +54,7 @@ def run(args) -> int:
           f"with adapters {rec['ppl_adapters']:.3f}  merged (zeros kept) {rec['ppl_after']:.3f}")
     print(f"sparsity: before {rec['sparsity_before']:.4f}  after {rec['sparsity_after']:.4f}  "
           f"(a naive merge would leave {rec['naive_merge_sparsity_of_adapted']:.4f})")
-    if args.json:
-        write_json(args.json, rec)
+    write_record(args.json, rec)
     if args.save:
         print(f"model saved to {save_pruned(lm, args.save, rec)}")
     return 0

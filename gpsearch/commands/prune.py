@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 from .. import __version__
-from ..errors import UserError
 from ..masks import check_sparsity, parse_pattern
 from ..tree import load_tree, to_prefix
-from .common import add_calib_args, add_model_args, calib_from, eval_from, write_json
+from ..save import check_save_dir
+from .common import add_calib_args, add_model_args, calib_from, eval_from, write_record
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -40,8 +39,7 @@ def run(args) -> int:
     pattern = parse_pattern(args.pattern, sparsity, args.scope)
     tree = load_tree(args.tree)
     calib, ev = calib_from(args), eval_from(args, "test")
-    if args.save and Path(args.save).exists() and any(Path(args.save).iterdir()):
-        raise UserError(f"--save directory {args.save} exists and is not empty")
+    check_save_dir(args.save)
     print(f"tree: {to_prefix(tree)}")
     print(f"model: {args.model}  sparsity: {sparsity:g} (fraction zeroed)  pattern: {pattern}  "
           f"scope: {pattern.scope}  features: {args.features}")
@@ -66,9 +64,7 @@ def run(args) -> int:
     if args.per_layer:
         for name, s in rec["per_layer"].items():
             print(f"  {name:32s} {100 * s:6.2f}% zeros")
-    if args.json:
-        write_json(args.json, rec)
-        print(f"record written to {args.json}")
+    write_record(args.json, rec)
     if args.save:
         from ..save import save_pruned
 

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
-from ..errors import UserError
-from .common import add_calib_args, add_model_args, calib_from, eval_from, write_json
+from ..save import check_save_dir
+from .common import add_calib_args, add_model_args, calib_from, eval_from, write_record
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -48,8 +47,7 @@ def run(args) -> int:
     from ..models import decoder_blocks
     from ..structured.surgery import save_structured
 
-    if args.save and Path(args.save).exists() and any(Path(args.save).iterdir()):
-        raise UserError(f"--save directory {args.save} exists and is not empty")
+    check_save_dir(args.save)
     calib, ev = calib_from(args), eval_from(args, "test")
     print(f"calibration: {calib.to_dict()}")
     t0 = time.perf_counter()
@@ -91,9 +89,7 @@ def run(args) -> int:
         rec["ppl"] = rec["lora"]["ppl_after"]
         print(f"LoRA: perplexity {rec['lora']['ppl_before']:.3f} -> {rec['lora']['ppl_after']:.3f}")
     rec["wall_s"] = time.perf_counter() - t0
-    if args.json:
-        write_json(args.json, rec)
-        print(f"record written to {args.json}")
+    write_record(args.json, rec)
     if args.save:
         print(f"model saved to {save_structured(lm, args.save, rec)}")
     return 0

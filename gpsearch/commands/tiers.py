@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from ..errors import UserError
-from .common import add_calib_args, add_model_args, calib_from, eval_from, write_json
+from .common import add_calib_args, add_model_args, calib_from, eval_from, write_record
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -72,9 +72,7 @@ def run(args) -> int:
         sh = h["shares"]
         print(f"{h['iteration']:>4} {sh['dense']:6.3f} {sh['mid_2_4']:6.3f} {sh['topk']:6.3f} "
               f"{h['sparsity']:8.4f} {h['ppl_pruned']:11.3f} {h['ppl_finetuned']:10.3f}")
-    if args.json:
-        write_json(args.json, rec)
-        print(f"record written to {args.json}")
+    write_record(args.json, rec)
     if args.save_model:
         from ..save import save_pruned
 
