@@ -30,7 +30,10 @@ DEFAULTS = {
     "p_crossover": 0.5, "p_mutation": 0.5, "generations": 18, "sparsity": 0.5,
     "pattern": "unstructured", "scope": "row", "seed": 0, "seed_trees": ["known"],
     "workers": 0, "ray_address": None, "eval_timeout": None, "report": "magnitude,wanda",
+    "fitness": "ppl", "stages": "1024:1,4096:0.5,16384:0.25", "topk": 512, "immigrants": 2,
 }
+# What a run directory written before these settings existed ran with (kept on --resume).
+LEGACY = {"fitness": "ppl", "stages": "none", "topk": 512, "immigrants": 0}
 RUNTIME_ONLY = {"generations", "report", "test_windows", "workers", "ray_address", "eval_timeout",
                 "cache_dir"}
 
@@ -48,7 +51,7 @@ def resolve_settings(given: dict, saved: dict | None = None) -> dict:
         if k not in RUNTIME_ONLY and v != saved.get(k):
             raise UserError(f"--{k.replace('_', '-')} {v} differs from the run's {saved.get(k)}: "
                             "a resumed run keeps its configuration")
-    return {**DEFAULTS, **saved, **given}
+    return {**DEFAULTS, **LEGACY, **saved, **given}
 
 
 @dataclass
@@ -89,10 +92,20 @@ def plan(settings: dict, saved: dict | None = None) -> Plan:
                             f"the {registry.name} registry")
     if not set(space.terminals) <= set(registry.terminals):
         raise UserError(f"search space {space.name}: terminals outside {registry.terminals}")
+    from .search.stages import parse_stages
+
     sparsity = check_sparsity(s["sparsity"])
+    staged = str(s["stages"]).strip().lower() not in ("", "none")
+    stages = parse_stages(s["stages"], s["seqlen"]) if staged else []
+    if s["fitness"] not in ("ppl", "kl"):
+        raise UserError(f"--fitness must be ppl or kl (got {s['fitness']!r})")
+    if s["topk"] < 1:
+        raise UserError(f"--topk must be at least 1 (got {s['topk']})")
     pattern = parse_pattern(s["pattern"], sparsity, s["scope"])
     search = SearchConfig(population=s["population"], offspring=s["offspring"],
                           elite=min(s["elite"], s["population"]), seed=s["seed"],
+                          stages=tuple((st.windows, st.fraction) for st in stages),
+                          fitness=s["fitness"], immigrants=min(s["immigrants"], s["offspring"]),
                           variation=VariationConfig(p_crossover=s["p_crossover"],
                                                     p_mutation=s["p_mutation"],
                                                     tournament=s["tournament"]))
@@ -106,10 +119,22 @@ def plan(settings: dict, saved: dict | None = None) -> Plan:
     calib = CalibConfig(data=s["data"], nsamples=s["nsamples"], seqlen=s["seqlen"],
                         seed=s["calib_seed"], batch_size=s["batch_size"])
     ev = EvalConfig(data=s["data"], split="validation", seqlen=s["seqlen"],
-                    max_windows=s["max_windows"], batch_size=s["batch_size"])
+                    max_windows=stages[-1].windows if stages else s["max_windows"],
+                    batch_size=s["batch_size"])
     p = Plan(s, space, search, registry, seeds, sparsity, pattern, calib, ev)
     build_searcher(p, backend=None)  # seed trees checked against the space now
     return p
+
+
+def fitness_text(p: Plan) -> str:
+    s, seqlen = p.settings, p.ev.seqlen
+    what = "validation perplexity" if s["fitness"] == "ppl" else \
+        f"KL to the dense model (top-{s['topk']} + tail)"
+    if not p.search.stages:
+        return f"{what} on {p.ev.max_windows} windows x {seqlen} tokens, dense features"
+    parts = ", ".join(f"{w * seqlen} tokens for {f:.0%}" for w, f in p.search.stages)
+    return (f"{what}, dense features, in stages ({parts} of each generation's new candidates); "
+            f"selection on the first stage, hall of fame on the last")
 
 
 def _seeds(specs: list, registry, space, population: int) -> list[str]:
@@ -150,9 +175,16 @@ def build_backend(p: Plan):
                            ev=p.ev,
                            sparsity=p.sparsity, pattern=p.pattern, mode="dense", dtype=s["dtype"],
                            device=s["device"], cache_dir=s["cache_dir"], progress=True,
-                           features=tuple(kinds), eval_timeout=s.get("eval_timeout"))
+                           features=tuple(kinds), eval_timeout=s.get("eval_timeout"),
+                           fitness=s["fitness"], topk=s["topk"])
     if hasattr(backend, "evaluator"):
         backend.evaluator.progress = False  # no perplexity bar per candidate
+        have = backend.evaluator.windows(p.ev).shape[0]
+        if have < p.ev.max_windows:
+            backend.close()
+            raise UserError(f"the validation split has {have} windows of {p.ev.seqlen} tokens; "
+                            f"the fitness needs {p.ev.max_windows} (lower --stages or "
+                            f"--max-windows)")
     return backend
 
 
@@ -199,14 +231,13 @@ def run_search(given: dict | None = None, out: str | None = None, resume: str | 
         run_dir = RunDir.create(out, {
             "settings": settings, "search": p.search.to_dict(), "space": p.space.to_dict(),
             "seed_exprs": p.seeds, "calibration": p.calib.to_dict(), "evaluation": p.ev.to_dict(),
-            "fitness": "validation perplexity, dense features", "gpsearch_version": __version__,
+            "fitness": fitness_text(p), "gpsearch_version": __version__,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
     print(f"run directory: {run_dir.path}")
     print(f"search space {p.space.name} ({', '.join(p.space.terminals)}): population "
           f"{p.search.population}, {p.search.offspring} children x {settings['generations']} "
           f"generations; sparsity {p.sparsity:g} {p.pattern}; seed {p.search.seed}")
-    print(f"fitness: {p.ev.data} validation split, {p.ev.max_windows} windows x {p.ev.seqlen} "
-          f"tokens; calibration {p.calib.to_dict()}")
+    print(f"fitness: {fitness_text(p)}; calibration {p.calib.to_dict()}")
     backend = build_backend(p)
     try:
         searcher = build_searcher(p, backend)

@@ -22,7 +22,7 @@ OPTS = {  # option -> (type, help)
     "seqlen": (int, "tokens per calibration sample and per evaluation window"),
     "calib_seed": (int, "calibration sampling seed"),
     "batch_size": (int, "calibration / evaluation batch size"),
-    "max_windows": (int, "validation windows per fitness evaluation"),
+    "max_windows": (int, "validation windows per fitness evaluation when --stages none"),
     "test_windows": (int, "test windows of the final report (0: the whole test split)"),
     "space": (str, "search space: a .yaml file or a name in search_spaces/"),
     "population": (int, "parents kept per generation (mu)"),
@@ -41,6 +41,14 @@ OPTS = {  # option -> (type, help)
                          "local Ray instance"),
     "eval_timeout": (float, "Ray: seconds before a candidate's worker is killed and the "
                             "candidate penalised"),
+    "fitness": (str, "score of a stage: ppl (validation perplexity) or kl (mean KL divergence of "
+                     "the next-token distribution to the dense model's)"),
+    "stages": (str, "staged fitness TOKENS:FRACTION,...: every new candidate is scored on the "
+                    "first stage's tokens, the best FRACTION of a generation's new candidates on "
+                    "each later stage; 'none' = one stage of --max-windows windows"),
+    "topk": (int, "KL fitness: dense next-token probabilities kept per token (the rest is one "
+                  "tail bucket); memory tokens x K x 8 bytes"),
+    "immigrants": (int, "children per generation that are new random trees (diversity)"),
     "report": (str, "methods beside the best tree on the test split, comma-separated "
                     "(e.g. magnitude,wanda,sparsegpt), or none"),
 }

@@ -19,12 +19,13 @@ FAULTS_ENV = "GPSEARCH_TEST_FAULTS"
 
 def worker_spec(model: str, calib, ev, sparsity: float, pattern: str = "unstructured",
                 scope: str = "row", mode: str = "dense", dtype: str = "float32",
-                device: str = "cpu", cache_dir=None) -> dict:
+                device: str = "cpu", cache_dir=None, fitness: str = "ppl", topk: int = 512) -> dict:
     """The plain data every worker builds its Evaluator from (configs as dicts, paths as str)."""
     as_dict = lambda c: c if isinstance(c, dict) else c.to_dict()  # noqa: E731
     return {"model": str(model), "calib": as_dict(calib), "ev": as_dict(ev),
             "sparsity": float(sparsity), "pattern": str(pattern), "scope": scope, "mode": mode,
-            "dtype": dtype, "device": device, "cache_dir": str(cache_dir) if cache_dir else None}
+            "dtype": dtype, "device": device, "cache_dir": str(cache_dir) if cache_dir else None,
+            "fitness": fitness, "topk": int(topk)}
 
 
 class EvalWorker:
@@ -45,7 +46,9 @@ class EvalWorker:
         self.evaluator = Evaluator(spec["model"], CalibConfig.from_dict(spec["calib"]),
                                    spec["dtype"], spec["device"], spec["cache_dir"])
         pattern = parse_pattern(spec["pattern"], spec["sparsity"], spec["scope"])
-        self.backend = SerialBackend(self.evaluator, spec["sparsity"], pattern, ev, spec["mode"])
+        self.backend = SerialBackend(self.evaluator, spec["sparsity"], pattern, ev, spec["mode"],
+                                     fitness=spec.get("fitness", "ppl"),
+                                     topk=spec.get("topk", 512))
         self.evaluator.windows(ev)  # tokenise the validation windows once, up front
 
     def prepare(self, kinds: list[str]) -> dict:
@@ -57,10 +60,13 @@ class EvalWorker:
         return {"pid": os.getpid(), "threads": torch.get_num_threads(),
                 "computed": list(self.evaluator.features.computed)}
 
-    def evaluate(self, expr: str) -> EvalResult:
+    def fingerprint(self, expr: str) -> str | None:
+        return self.backend.fingerprint_one(expr)
+
+    def evaluate(self, expr: str, windows: tuple[int, int] | None = None) -> EvalResult:
         _test_fault(expr)
         try:
-            return self.backend.evaluate_one(expr)
+            return self.backend.evaluate_one(expr, windows)
         except BaseException:
             self.evaluator.restore()  # never leave a pruned model behind for the next candidate
             raise
