@@ -31,10 +31,11 @@ DEFAULTS = {
     "pattern": "unstructured", "scope": "row", "seed": 0, "seed_trees": ["known"],
     "workers": 0, "ray_address": None, "eval_timeout": None, "report": "magnitude,wanda",
     "fitness": "ppl", "stages": "1024:1,4096:0.5,16384:0.25", "topk": 512, "immigrants": 2,
+    "tune": 3,
 }
 # What a run directory written before these settings existed ran with (kept on --resume).
-LEGACY = {"fitness": "ppl", "stages": "none", "topk": 512, "immigrants": 0}
-RUNTIME_ONLY = {"generations", "report", "test_windows", "workers", "ray_address", "eval_timeout",
+LEGACY = {"fitness": "ppl", "stages": "none", "topk": 512, "immigrants": 0, "tune": 0}
+RUNTIME_ONLY = {"generations", "report", "tune", "test_windows", "workers", "ray_address", "eval_timeout",
                 "cache_dir"}
 
 
@@ -251,16 +252,57 @@ def run_search(given: dict | None = None, out: str | None = None, resume: str | 
         best = searcher.best()
         if best is None:
             raise UserError("no tree could be evaluated: see the errors in log.jsonl")
+        tuned = tune_best(searcher, settings["tune"]) if settings["tune"] else None
+        if tuned:
+            run_dir.write_json("tuning.json", tuned)
+            if tuned["winner"]:
+                best = tuned["winner"]
         run_dir.write_best_tree(best["expr"], searcher.pset, p.save_tree)
         run_dir.write_progress(searcher.logbook)
         rows = report_on_test(p, backend, best["expr"], run_dir.path)
     finally:
         backend.close()
     text = summary_text(run_dir.config(), searcher, rows, _sympy_form(best["expr"], p.registry),
-                        time.perf_counter() - t0)
+                        time.perf_counter() - t0, best=best, tuning=tuned)
     run_dir.write_summary(text)
     print(text)
     return {"run_dir": str(run_dir.path), "best": best, "rows": rows, "summary": text}
+
+
+def tune_best(searcher, n: int) -> dict | None:
+    """Constant tuning (``search.tune``) of the ``n`` best hall-of-fame trees that have
+    constants, on the first stage; each tuned tree is then scored on every stage. Returns the
+    record written to tuning.json; ``winner`` is a tuned tree better than the hall's best on the
+    last stage (else None)."""
+    from .search.stages import score_of
+    from .search.tune import constant_slots, tune_constants
+
+    stages = searcher.cfg.stages
+    trees = [h for h in searcher.hof if constant_slots(h["expr"])][:max(n, 0)]
+    if not stages or not trees:
+        return None
+    kind = searcher.cfg.fitness
+
+    def first_stage(exprs):
+        return [r.fitness if r.ok else float("inf")
+                for r in searcher._run_backend(exprs, (0, stages[0][0]))]
+
+    out, best = {"trees": [], "winner": None}, searcher.best()
+    for h in trees:
+        t = tune_constants(h["expr"], first_stage)
+        entry = {"from": h["expr"], "from_final": h["fitness"], **t}
+        if t["expr"] != h["expr"]:
+            res = searcher._run_backend([t["expr"]], (0, stages[-1][0]))[0]
+            if res.ok:
+                values = res.extra["nll" if kind == "ppl" else "kl"]
+                entry["final"] = min(score_of(kind, values), 1e5)
+                entry["final_ppl"] = min(score_of("ppl", res.extra["nll"]), 1e5)
+                if entry["final"] < (out["winner"] or best)["fitness"]:
+                    out["winner"] = {"key": t["expr"], "expr": t["expr"], "fitness": entry["final"],
+                                     "ppl": entry["final_ppl"], "size": None, "gen": "tuned",
+                                     "windows": stages[-1][0]}
+        out["trees"].append(entry)
+    return out
 
 
 def _sympy_form(expr: str, registry) -> str:
@@ -286,11 +328,16 @@ def _run_with_progress(searcher, generations: int) -> None:
 
     def on_gen(s, stats, seconds):
         bar.update(1)
-        bar.set_postfix_str(f"best {stats['best']:.3f} median {stats['median']:.4g} evals "
+        hall = s.best()
+        bar.set_postfix_str(f"best {stats['best']:.4g} median {stats['median']:.4g} evals "
                             f"{s.counters['evaluated']} hits {s.counters['key_hits']}+"
-                            f"{s.counters['fp_hits']} ({100 * stats['hit_rate']:.0f}%)")
-        bar.write(f"gen {stats['gen']}: best {stats['best']:.3f} {stats['best_expr']}  "
-                  f"({seconds:.0f} s, {stats['evaluated']} evaluated)")
+                            f"{s.counters['fp_hits']} ({100 * stats['hit_rate']:.0f}%) masks "
+                            f"{stats['distinct_masks']} top {100 * stats['top_root_share']:.0f}%")
+        bar.write(f"gen {stats['gen']}: selection best {stats['best']:.4g} {stats['best_expr']} | "
+                  f"hall best {hall['fitness']:.4g} {hall['expr']} ({seconds:.0f} s, "
+                  f"{stats['evaluated']} evaluated, {stats['distinct_masks']} masks, "
+                  f"{stats['top_root']} {100 * stats['top_root_share']:.0f}%)" if hall else
+                  f"gen {stats['gen']}: no tree evaluated yet")
 
     searcher.on_evaluation.append(on_eval)
     searcher.on_generation.append(on_gen)
