@@ -40,7 +40,11 @@ def test_small_real_search_writes_the_run_directory(tiny, tmp_path, capsys):
     assert any(r["hit"] in ("key", "fingerprint") for r in records)
     summary = (out / "summary.md").read_text()
     assert "Test split" in summary and "| `dense` |" in summary and "wanda" in summary
-    assert "validation" in summary
+    assert "validation" in summary and "Diversity" in summary and "last stage" in summary
+    staged = [r for r in records if r.get("stages")]
+    assert staged and all(r["stages"][0]["windows"] == 2 for r in staged)
+    assert {len(r["stages"]) for r in staged} == {1, 2}  # only some were promoted to stage 2
+    assert cp["hof"] and all(h["windows"] == 4 for h in cp["hof"])
 
     # extend the finished run by one generation: it continues from its checkpoint
     assert main(["search", "--resume", str(out), "--generations", "3", "--report", "none"]) == 0
@@ -53,7 +57,10 @@ def test_small_real_search_writes_the_run_directory(tiny, tmp_path, capsys):
     (["--sparsity", "1.5"], "sparsity"),
     (["--pattern", "2:4", "--sparsity", "0.7"], "2:4"),
     (["--space", "no_such_space"], "search space"),
-    (["--seed-trees", "mul(W, qrt(X))"], "qrt"),  # not in the Pruner-Zero space
+    (["--space", "prunerzero", "--seed-trees", "mul(W, qrt(X))"], "qrt"),  # not in that space
+    (["--stages", "512:1,256:0.5"], "stages"),
+    (["--fitness", "mse"], "fitness"),
+    (["--immigrants", "-1"], "immigrants"),
     (["--population", "1"], "population"),
     (["--p-crossover", "0.9", "--p-mutation", "0.9"], "p_crossover"),
     (["--generations", "-1"], "generations"),
