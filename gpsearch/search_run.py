@@ -339,8 +339,12 @@ def _run_with_progress(searcher, generations: int) -> None:
                   f"{stats['top_root']} {100 * stats['top_root_share']:.0f}%)" if hall else
                   f"gen {stats['gen']}: no tree evaluated yet")
 
+    def on_progress(gen, what):
+        bar.set_postfix_str(f"gen {gen}: {what}", refresh=True)
+
     searcher.on_evaluation.append(on_eval)
     searcher.on_generation.append(on_gen)
+    searcher.on_progress.append(on_progress)
     try:
         searcher.run_until(generations)
     finally:

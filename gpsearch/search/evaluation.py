@@ -55,6 +55,7 @@ class GenerationEvaluator:
             else:
                 first[ind.key] = str(ind)
         keys = list(first)
+        s._progress(gen, f"fingerprints of {len(keys)} new trees")
         fps = dict(zip(keys, self.fingerprints([first[k] for k in keys])))
         todo, alias, invalid = [], {}, set()  # keys to score; key -> key it shares a record with
         fp_owner = {}
@@ -99,6 +100,7 @@ class GenerationEvaluator:
             return
         alive = []
         w0 = self.stages[0].windows
+        s._progress(gen, f"stage 1: {len(todo)} trees x {w0} windows")
         for key, res in zip(todo, s._run_backend([first[k] for k in todo], (0, w0))):
             self._record(key, first[key], fps.get(key), res, seconds)
             if res.ok:
@@ -107,6 +109,8 @@ class GenerationEvaluator:
             prev, stage = self.stages[k - 1], self.stages[k]
             alive = self._promote(alive, k - 1, promoted(len(todo), stage.fraction))
             exprs = [first[key] for key in alive]
+            s._progress(gen, f"stage {k + 1}: {len(exprs)} trees x {stage.windows - prev.windows} "
+                             "more windows")
             ok = []
             for key, res in zip(alive, s._run_backend(exprs, (prev.windows, stage.windows))):
                 seconds[key] = seconds.get(key, 0.0) + res.seconds

@@ -20,6 +20,7 @@ this driver, so a run depends only on its seed, not on how many workers the back
 from __future__ import annotations
 
 import random
+import re
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
@@ -73,6 +74,14 @@ class SearchConfig:
         return cls(**d, variation=VariationConfig(**var))
 
 
+def _reads_input(ind: Individual) -> bool:
+    """Whether a tree has a leaf that is not a constant (a constant-only tree is never a metric)."""
+    return any(node.arity == 0 and not _CONSTANT.match(node.name) for node in ind)
+
+
+_CONSTANT = re.compile(r"^c-?[0-9]")
+
+
 class TreeServices:
     """What the searcher needs to know about trees (defaults: no OOS, the text as its own key,
     no fingerprint). ``gpsearch.tree.canonical.ExprServices`` is the real implementation."""
@@ -110,6 +119,7 @@ class Searcher:
         self.counters = {c: 0 for c in COUNTERS}
         self.on_evaluation: list = []
         self.on_generation: list = []
+        self.on_progress: list = []  # (generation, "what is being done") before each batch
 
     # ---- trees --------------------------------------------------------------------------------
     def _seed(self, expr: str) -> str:
@@ -150,9 +160,9 @@ class Searcher:
         return inds
 
     def _novel_random(self, seen: set, root: str) -> Individual:
-        for _ in range(20):  # prefer trees not already seen
+        for _ in range(20):  # prefer trees not seen yet that read at least one input
             ind = self._prepare(random_tree(self.pset, self.space, self.rng))
-            if ind.key not in seen and ind.key not in self.cache:
+            if ind.key not in seen and ind.key not in self.cache and _reads_input(ind):
                 break
         if root != "init":
             ind.origin = {**ind.origin, "op": root}
@@ -221,6 +231,10 @@ class Searcher:
                     else self.backend.evaluate_many([expr], windows=windows))[0]
         except Exception as e:  # noqa: BLE001
             return EvalResult.failure(expr, f"{type(e).__name__}: {e}"[:300])
+
+    def _progress(self, gen: int, what: str) -> None:
+        for hook in self.on_progress:
+            hook(gen, what)
 
     def _emit(self, ind: Individual, rec: dict, hit, gen: int, seconds: float) -> None:
         record = {"gen": gen, "expr": ind.origin.get("before_oos", str(ind)),
