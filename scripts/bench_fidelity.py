@@ -83,6 +83,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--run", help="a search directory to sample trees from")
     ap.add_argument("--trees", nargs="*", default=None, help="prefix expressions instead")
+    ap.add_argument("--trees-file", default=None, help="a JSON list of prefix expressions")
     ap.add_argument("--n", type=int, default=30)
     ap.add_argument("--best", type=int, default=12)
     ap.add_argument("--seed", type=int, default=0)
@@ -96,6 +97,8 @@ def main() -> None:
     ap.add_argument("--budgets", default="512,1024,2048,4096,8192")
     ap.add_argument("--out", default="bench/bench_fidelity.json")
     args = ap.parse_args()
+    if args.trees_file:
+        args.trees = json.loads(Path(args.trees_file).read_text())
     trees = args.trees or sample_trees(Path(args.run), args.n, args.best, args.seed)
     calib = CalibConfig()
     ev_val = EvalConfig(split="validation", max_windows=args.val_windows)
@@ -149,7 +152,7 @@ def main() -> None:
            "sparsity": args.sparsity, "pattern": args.pattern, "calibration": calib.to_dict(),
            "trees": len(rows), "val_windows": args.val_windows, "test_windows": args.test_windows,
            "best10_test_windows": len(rows[top[0]]["test_nll_long"]) if top else None,
-           "topk": args.topk, "source": args.run or "given", "table": table,
+           "topk": args.topk, "source": args.run or args.trees_file or "given", "table": table,
            "seconds": round(time.perf_counter() - t0, 1),
            "rows": [{k: v for k, v in r.items()
                      if k not in ("val_nll", "val_kl", "test_nll", "test_nll_long")}

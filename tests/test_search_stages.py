@@ -24,6 +24,7 @@ def test_parse_stages():
         with pytest.raises(UserError):
             parse_stages(bad, 256)
     assert promoted(8, 0.25) == 2 and promoted(3, 0.25) == 1 and promoted(0, 0.5) == 0
+    assert promoted(12, 0.125) == 1 and promoted(16, 0.125) == 2
 
 
 class WindowBackend:

@@ -70,5 +70,6 @@ def score_of(kind: str, values: list[float]) -> float:
 
 
 def promoted(n_new: int, fraction: float) -> int:
-    """How many of a generation's n_new candidates go on to a stage with this fraction."""
-    return max(1, math.ceil(n_new * fraction - 1e-9)) if n_new else 0
+    """How many of a generation's n_new candidates go on to a stage with this fraction (at least
+    one, rounded down otherwise)."""
+    return max(1, math.floor(n_new * fraction + 1e-9)) if n_new else 0
