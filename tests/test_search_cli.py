@@ -3,8 +3,10 @@
 import json
 
 import pytest
+import torch
 
 from gpsearch.cli import main
+from gpsearch.search.space import load_space
 from gpsearch.tree import PRUNERZERO, load_tree, parse_prefix
 
 from .conftest import make_llama, write_corpus
@@ -71,8 +73,29 @@ def test_resume_errors(tmp_path, capsys):
     assert main(["search", "--resume", str(tmp_path / "nothing")]) == 2
     assert "cannot resume" in capsys.readouterr().err
     (tmp_path / "run").mkdir()
-    (tmp_path / "run" / "config.json").write_text(json.dumps({"settings": {"seed": 0}}))
+    config = {"settings": {"seed": 0}, "space": load_space("prunerzero").to_dict(),
+              "seed_exprs": [], "evaluation": {"max_windows": 8, "seqlen": 256},
+              "calibration": {}}
+    (tmp_path / "run" / "config.json").write_text(json.dumps(config))
     assert main(["search", "--resume", str(tmp_path / "run"), "--seed", "3"]) == 2
     assert "keeps its configuration" in capsys.readouterr().err
     assert main(["search", "--resume", str(tmp_path), "--out", str(tmp_path / "x")]) == 2
     assert "either" in capsys.readouterr().err
+
+
+def test_a_failed_start_writes_nothing(tiny, tmp_path, monkeypatch, capsys):
+    """Data, model and space errors surface before the run directory exists, also with the
+    default runs/search-<time> directory."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["search", "--data", str(tmp_path / "nonexistent")]) == 2
+    assert "nonexistent" in capsys.readouterr().err and not (tmp_path / "runs").exists()
+    assert main(["search", *tiny, "--model", str(tmp_path / "no-model"), "--out", "a"]) == 2
+    assert "no-model" in capsys.readouterr().err and not (tmp_path / "a").exists()
+    short = tmp_path / "short.txt"
+    short.write_text("w1 w2 w3\n\nw4 w5")  # loads, but fewer tokens than seqlen
+    assert main(["search", *tiny, "--data", str(short), "--out", "b"]) == 2
+    assert "fewer than seqlen" in capsys.readouterr().err and not (tmp_path / "b").exists()
+    assert main(["search", *tiny, "--device", "cuda:9" if not torch.cuda.is_available()
+                 else "nodevice", "--out", "c"]) == 2
+    assert "device" in capsys.readouterr().err and not (tmp_path / "c").exists()
+    assert not (tmp_path / "runs").exists()
