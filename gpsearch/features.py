@@ -26,7 +26,7 @@ from .data import calibration_samples
 from .models import LoadedModel, base_model, model_device, prunable_linears
 from .stats import attach_stats, remove_hooks
 
-FEATURE_VERSION = 1
+FEATURE_VERSION = 2  # 2: OPT's fc1 / fc2 inputs count samples, not batches (stats.InputStats)
 COMPUTED = ("X", "G", "H")  # what is computed from data; W and S derive from the weight and X
 
 
@@ -38,7 +38,7 @@ def default_cache_dir() -> Path:
 def collect_input_stats(model, linears, samples: torch.Tensor, batch_size: int,
                         hessian: bool = False, progress: bool = False) -> dict:
     """One dense forward pass over the calibration samples; returns {name: InputStats}."""
-    stats, handles = attach_stats(linears, hessian)
+    stats, handles = attach_stats(linears, hessian, tokens_per_sample=samples.shape[1])
     runner, dev = base_model(model), model_device(model)
     try:
         for s in tqdm(range(0, samples.shape[0], batch_size), desc="features X",
