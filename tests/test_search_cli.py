@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from gpsearch.cli import main
+from gpsearch.provenance import code_version
 from gpsearch.search.space import load_space
 from gpsearch.tree import PRUNERZERO, load_tree, parse_prefix
 
@@ -37,6 +38,7 @@ def test_small_real_search_writes_the_run_directory(tiny, tmp_path, capsys):
     assert cp["generation"] == 2 and parse_prefix(cp["hof"][0]["expr"], PRUNERZERO) == best
     config = json.loads((out / "config.json").read_text())
     assert config["evaluation"]["split"] == "validation" and config["settings"]["population"] == 4
+    assert config["commit"] == code_version()["commit"] and "dirty" in config
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert len(records) == 4 + 2 * 4 and {r["gen"] for r in records} == {0, 1, 2}
     assert any(r["hit"] in ("key", "fingerprint") for r in records)
