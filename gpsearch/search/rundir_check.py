@@ -98,7 +98,8 @@ def _list(w, field, value, lo: int = 0, hi: int | None = None) -> list:
     if not isinstance(value, list):
         w.fail(field, f"must be a list, got {_short(value)}")
     if len(value) < lo or (hi is not None and len(value) > hi):
-        w.fail(field, f"has {len(value)} items, expected {lo} to {hi}")
+        want = lo if lo == hi else f"{lo} to {hi if hi is not None else 'any'}"
+        w.fail(field, f"has {len(value)} items, expected {want}")
     return value
 
 
