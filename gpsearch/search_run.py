@@ -252,8 +252,8 @@ def run_search(given: dict | None = None, out: str | None = None, resume: str | 
         rows = report_on_test(p, backend, best["expr"], run_dir.path)
     finally:
         backend.close()
-    text = summary_text(run_dir.config(), searcher, rows, _sympy_form(best["expr"], p.registry),
-                        time.perf_counter() - t0)
+    text = summary_text({**run_dir.config(), "settings": settings}, searcher, rows,
+                        _sympy_form(best["expr"], p.registry), time.perf_counter() - t0)
     run_dir.write_summary(text)
     print(text)
     return {"run_dir": str(run_dir.path), "best": best, "rows": rows, "summary": text}
