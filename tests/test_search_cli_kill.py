@@ -42,16 +42,17 @@ def test_sigkill_mid_generation_then_resume_equals_an_uninterrupted_run(tmp_path
             "--seed", "3"]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false"}
     ref, run, marker = tmp_path / "ref", tmp_path / "run", tmp_path / "paused"
+    err = open(tmp_path / "victim.err", "wb")  # a file, not a pipe: a full pipe would block
     victim = subprocess.Popen([sys.executable, "-m", "tests.cli_pause", str(marker), "1", "2",
                                *args, "--out", str(run), "--cache-dir", str(tmp_path / "c2")],
                               cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE)
+                              stderr=err)
     try:
         # the uninterrupted run, in this process, while the subprocess starts
         assert main([*args, "--out", str(ref), "--cache-dir", str(tmp_path / "c1")]) == 0
         deadline = time.monotonic() + 120
         while not marker.exists():
-            assert victim.poll() is None, victim.stderr.read().decode()[-2000:]
+            assert victim.poll() is None, (tmp_path / "victim.err").read_text()[-2000:]
             assert time.monotonic() < deadline, "the search never reached generation 1"
             time.sleep(0.05)
         os.kill(victim.pid, signal.SIGKILL)
@@ -60,6 +61,7 @@ def test_sigkill_mid_generation_then_resume_equals_an_uninterrupted_run(tmp_path
         if victim.poll() is None:
             victim.kill()
             victim.wait()
+        err.close()
     # killed mid-generation: generation 1 partly logged, the last checkpoint is generation 0
     assert json.loads((run / "checkpoint.json").read_text())["generation"] == 0
     assert sum(r["gen"] == 1 for r in records(run)) == 2
