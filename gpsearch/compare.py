@@ -23,6 +23,7 @@ from .baselines.sparsegpt import prune_sparsegpt
 from .baselines.wanda import prune_wanda
 from .compare_methods import lora_variant, register_methods
 from .config import CalibConfig, EvalConfig
+from .provenance import code_version
 from .errors import UserError
 from .masks import Pattern, check_sparsity, parse_pattern
 from .models import EMBEDDED
@@ -250,7 +251,7 @@ def run_compare(cfg: CompareConfig, evaluator=None, progress: bool = True,
              "achieved_sparsity": 0.0, "prune_s": 0.0, "features_s": 0.0, "error": None,
              "options": {}, "tree": None, "forward_s": time.perf_counter() - t}]
     result = {"config": cfg.to_dict(), "notes": notes, "rows": rows,
-              "pruned_modules": evaluator.pruned_modules(),
+              "pruned_modules": evaluator.pruned_modules(), **code_version(),
               "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
     log(f"dense PPL {dense['ppl']:.3f}")
     rows += _included(cfg)[0]

@@ -130,7 +130,8 @@ class Evaluator:
             names = {f"{i}.{k}": v for k, v in block_linears(block).items()}
             local = None
             if want_stats:
-                stats, handles = attach_stats(names, hessian="H" in needed)
+                stats, handles = attach_stats(names, hessian="H" in needed,
+                                              tokens_per_sample=self.calib.seqlen)
                 try:
                     for inp in inputs:
                         inp.run(block)

@@ -27,6 +27,9 @@ from .models import LoadedModel, base_model, model_device, prunable_linears
 from .stats import attach_stats, remove_hooks
 
 FEATURE_VERSION = 1
+# X and H only (G is unchanged, its cache stays valid): 2 = OPT's fc1 / fc2 inputs, which arrive
+# as [batch * seqlen, in], count samples, not batches (stats.InputStats)
+INPUT_STATS_VERSION = 2
 COMPUTED = ("X", "G", "H")  # what is computed from data; W and S derive from the weight and X
 
 
@@ -38,7 +41,7 @@ def default_cache_dir() -> Path:
 def collect_input_stats(model, linears, samples: torch.Tensor, batch_size: int,
                         hessian: bool = False, progress: bool = False) -> dict:
     """One dense forward pass over the calibration samples; returns {name: InputStats}."""
-    stats, handles = attach_stats(linears, hessian)
+    stats, handles = attach_stats(linears, hessian, tokens_per_sample=samples.shape[1])
     runner, dev = base_model(model), model_device(model)
     try:
         for s in tqdm(range(0, samples.shape[0], batch_size), desc="features X",
@@ -95,8 +98,9 @@ class FeatureStore:
         self.computed: list[str] = []  # kinds computed (not loaded) in this process
 
     def key(self, kind: str) -> str:
+        version = FEATURE_VERSION if kind == "G" else INPUT_STATS_VERSION
         blob = json.dumps({"model": self.lm.identity, "calib": self.calib.to_dict(), "kind": kind,
-                           "version": FEATURE_VERSION}, sort_keys=True)
+                           "version": version}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
     def path(self, kind: str) -> Path:

@@ -124,6 +124,7 @@ def plan(settings: dict, saved: dict | None = None) -> Plan:
                     batch_size=s["batch_size"])
     p = Plan(s, space, search, registry, seeds, sparsity, pattern, calib, ev)
     build_searcher(p, backend=None)  # seed trees checked against the space now
+    _check_resources(s)
     return p
 
 
@@ -136,6 +137,17 @@ def fitness_text(p: Plan) -> str:
     parts = ", ".join(f"{w * seqlen} tokens for {f:.0%}" for w, f in p.search.stages)
     return (f"{what}, dense features, in stages ({parts} of each generation's new candidates); "
             f"selection on the first stage, hall of fame on the last")
+
+
+def _check_resources(s: dict) -> None:
+    """Cheap checks of dtype, device and data spec (a missing corpus fails in a second, not
+    after the model has loaded); the backend, built before the run directory, checks the rest."""
+    from .data import load_texts
+    from .models import resolve_device, resolve_dtype
+
+    resolve_dtype(s["dtype"])
+    resolve_device(s["device"])
+    load_texts(s["data"], "calibration")
 
 
 def _seeds(specs: list, registry, space, population: int) -> list[str]:
@@ -211,10 +223,21 @@ def report_on_test(p: Plan, backend, best_expr: str, run_path: Path) -> list[dic
     return run_compare(cfg, evaluator=evaluator, progress=False)["rows"]
 
 
+def run_config(p: Plan) -> dict:
+    """config.json of a new run: its settings, what they resolve to, and the code's commit."""
+    from .provenance import code_version
+
+    return {"settings": p.settings, "search": p.search.to_dict(), "space": p.space.to_dict(),
+            "seed_exprs": p.seeds, "calibration": p.calib.to_dict(),
+            "evaluation": p.ev.to_dict(), "fitness": fitness_text(p),
+            "gpsearch_version": __version__, **code_version(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+
+
 def run_search(given: dict | None = None, out: str | None = None, resume: str | None = None) -> dict:
     """Run (or resume) a search. ``given``: settings by name (see DEFAULTS; ``seed_trees`` a list);
     returns {"run_dir", "best", "rows", "summary"}."""
-    from .search import checkpoint
+    from .search import checkpoint, rundir_check
     from .search.rundir import RunDir, summary_text
 
     t0 = time.perf_counter()
@@ -224,27 +247,31 @@ def run_search(given: dict | None = None, out: str | None = None, resume: str | 
     if given.get("seed_trees") is not None:
         given["seed_trees"] = list(given["seed_trees"])
     run_dir = RunDir.open(resume) if resume else None
-    saved = run_dir.config() if run_dir else None
+    saved = rundir_check.check_config(run_dir.config(), run_dir.file("config.json"), DEFAULTS) \
+        if run_dir else None
     settings = resolve_settings(given, saved["settings"] if saved else None)
     p = plan(settings, saved)  # every input error surfaces here, before anything is written
+    state = rundir_check.check_resume(run_dir, saved, p) if run_dir else None
     if run_dir is None:
         out = out or f"runs/search-{time.strftime('%Y%m%d-%H%M%S')}"
-        run_dir = RunDir.create(out, {
-            "settings": settings, "search": p.search.to_dict(), "space": p.space.to_dict(),
-            "seed_exprs": p.seeds, "calibration": p.calib.to_dict(), "evaluation": p.ev.to_dict(),
-            "fitness": fitness_text(p), "gpsearch_version": __version__,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
-    print(f"run directory: {run_dir.path}")
+        RunDir.check_new(out)
     print(f"search space {p.space.name} ({', '.join(p.space.terminals)}): population "
           f"{p.search.population}, {p.search.offspring} children x {settings['generations']} "
           f"generations; sparsity {p.sparsity:g} {p.pattern}; seed {p.search.seed}")
     print(f"fitness: {fitness_text(p)}; calibration {p.calib.to_dict()}")
-    backend = build_backend(p)
+    backend = build_backend(p)  # model, data and features load before the run directory exists
+    if run_dir is None:
+        try:
+            run_dir = RunDir.create(out, run_config(p))
+        except BaseException:
+            backend.close()
+            raise
+    print(f"run directory: {run_dir.path}")
     try:
         searcher = build_searcher(p, backend)
         if saved:
-            if run_dir.has_checkpoint():
-                checkpoint.restore(searcher, run_dir.checkpoint())
+            if state is not None:
+                checkpoint.restore(searcher, state)
             run_dir.truncate_log(searcher.generation)
             print(f"resuming after generation {searcher.generation}")
         run_dir.attach(searcher)
@@ -262,8 +289,9 @@ def run_search(given: dict | None = None, out: str | None = None, resume: str | 
         rows = report_on_test(p, backend, best["expr"], run_dir.path)
     finally:
         backend.close()
-    text = summary_text(run_dir.config(), searcher, rows, _sympy_form(best["expr"], p.registry),
-                        time.perf_counter() - t0, best=best, tuning=tuned)
+    text = summary_text({**run_dir.config(), "settings": settings}, searcher, rows,
+                        _sympy_form(best["expr"], p.registry), time.perf_counter() - t0,
+                        best=best, tuning=tuned)
     run_dir.write_summary(text)
     print(text)
     return {"run_dir": str(run_dir.path), "best": best, "rows": rows, "summary": text}

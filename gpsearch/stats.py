@@ -15,16 +15,22 @@ from torch import nn
 class InputStats:
     """Running X (and optionally the Hessian) of one linear layer's inputs."""
 
-    def __init__(self, in_features: int, hessian: bool = False, device=None):
+    def __init__(self, in_features: int, hessian: bool = False, device=None,
+                 tokens_per_sample: int | None = None):
         self.n = 0
+        self.tokens_per_sample = tokens_per_sample
         self.x = torch.zeros(1, in_features, dtype=torch.float32, device=device)
         self.h = torch.zeros(in_features, in_features, dtype=torch.float32, device=device) if hessian else None
 
     def add(self, inp: torch.Tensor) -> None:
-        """Add a batch of inputs [batch, tokens, in] (or [tokens, in] as one sample)."""
+        """Add a batch of inputs [batch, tokens, in], or [tokens, in]: that counts as
+        tokens / ``tokens_per_sample`` samples when set and it divides (OPT flattens the batch
+        before fc1 / fc2, so their inputs arrive as [batch * seqlen, in]), else as one sample."""
+        t = self.tokens_per_sample
         if inp.dim() == 2:
-            inp = inp.unsqueeze(0)
-        b = inp.shape[0]
+            b = inp.shape[0] // t if t and inp.shape[0] % t == 0 else 1
+        else:
+            b = inp.shape[0]
         flat = inp.reshape(-1, inp.shape[-1]).float()
         total = self.n + b
         self.x.mul_(self.n / total).add_(flat.pow(2).sum(dim=0, keepdim=True) / total)
@@ -43,11 +49,14 @@ class InputStats:
         return torch.diag(inv).float().unsqueeze(0)
 
 
-def attach_stats(linears: dict[str, nn.Linear], hessian: bool = False) -> tuple[dict, list]:
-    """Forward hooks that feed every linear's input to an InputStats; returns (stats, handles)."""
+def attach_stats(linears: dict[str, nn.Linear], hessian: bool = False,
+                 tokens_per_sample: int | None = None) -> tuple[dict, list]:
+    """Forward hooks that feed every linear's input to an InputStats; returns (stats, handles).
+    ``tokens_per_sample``: the calibration seqlen (see ``InputStats.add``)."""
     stats, handles = {}, []
     for name, lin in linears.items():
-        st = InputStats(lin.in_features, hessian, device=lin.weight.device)
+        st = InputStats(lin.in_features, hessian, device=lin.weight.device,
+                        tokens_per_sample=tokens_per_sample)
         stats[name] = st
         handles.append(lin.register_forward_hook(lambda m, args, out, st=st: st.add(args[0].detach())))
     return stats, handles

@@ -27,6 +27,7 @@ from gpsearch.baselines.wanda import prune_wanda  # noqa: E402
 from gpsearch.config import CalibConfig, EvalConfig  # noqa: E402
 from gpsearch.evaluator import Evaluator  # noqa: E402
 from gpsearch.masks import parse_pattern  # noqa: E402
+from gpsearch.provenance import code_version  # noqa: E402
 
 TARGET_S = 180.0
 
@@ -78,6 +79,7 @@ def main() -> None:
     out["created"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     out["load_average_after"] = os.getloadavg()  # > cpus: other processes shared the machine
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    out.update(code_version())  # the commit measured, and whether the tree was dirty
     Path(a.out).write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps({k: out[k] for k in ("dense_ppl", "methods", "target_met")}, indent=2))
 

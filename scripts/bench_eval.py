@@ -26,6 +26,7 @@ from gpsearch.evaluator import Evaluator  # noqa: E402
 from gpsearch.features import FeatureStore  # noqa: E402
 from gpsearch.masks import parse_pattern  # noqa: E402
 from gpsearch.tree import load_tree, to_prefix  # noqa: E402
+from gpsearch.provenance import code_version  # noqa: E402
 
 
 def main() -> None:
@@ -90,6 +91,7 @@ def main() -> None:
         "target": "metric+mask+apply+restore under 30% of the forward time",
     }
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    out.update(code_version())  # the commit measured, and whether the tree was dirty
     Path(a.out).write_text(json.dumps(out, indent=2) + "\n")
     for k, v in out.items():
         print(f"{k:32s} {v:.4f}" if isinstance(v, float) else f"{k:32s} {v}")

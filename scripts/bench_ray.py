@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gpsearch.config import CalibConfig, EvalConfig  # noqa: E402
 from gpsearch.workers.factory import make_backend  # noqa: E402
+from gpsearch.provenance import code_version  # noqa: E402
 
 EXPRS = ["mul(W, sqrt(X))", "W", "mul(abs(mul(W, W)), mms(G))", "add(mul(W, sqrt(X)), mul(W, G))",
          "mul(add(coln(W), rown(W)), qrt(X))", "mul(W, X)", "mul(G, W)", "mul(sqr(W), sqrt(X))"]
@@ -102,6 +103,7 @@ def main() -> None:
            "note": "startup_s: Ray start + actors loading the model and cached features (serial: "
                    "model load + feature computation or cache load); evals_per_hour excludes it"}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    out.update(code_version())  # the commit measured, and whether the tree was dirty
     Path(a.out).write_text(json.dumps(out, indent=2) + "\n")
     print(f"identical fitness across backends: {out['identical_fitness_across_backends']}")
     print(f"written to {a.out}")

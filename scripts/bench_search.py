@@ -40,6 +40,7 @@ from gpsearch.search.space import load_space  # noqa: E402
 from gpsearch.tree import PRUNERZERO, parse_prefix  # noqa: E402
 from gpsearch.tree.canonical import ExprServices  # noqa: E402
 from gpsearch.workers.serial import SerialBackend  # noqa: E402
+from gpsearch.provenance import code_version  # noqa: E402
 
 
 def naive_one(expr: str, model: str, calib: CalibConfig, ev: EvalConfig, sparsity: float,
@@ -130,6 +131,7 @@ def main() -> None:
                     "torch": torch.__version__},
     }
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    out.update(code_version())  # the commit measured, and whether the tree was dirty
     Path(a.out).write_text(json.dumps(out, indent=2, default=str))
     print(json.dumps({k: out[k] for k in ("naive", "speedup_candidates_vs_naive",
                                           "speedup_forward_evaluations_vs_naive")}, indent=1))

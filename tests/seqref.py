@@ -40,3 +40,34 @@ def scaler_row(x: torch.Tensor, nsamples: int) -> torch.Tensor:
 def recon_error(w: torch.Tensor, w_new: torch.Tensor, x: torch.Tensor) -> float:
     """||W X^T - W' X^T||_F in float64."""
     return float(((w.detach().double() - w_new.detach().double()) @ x.double().T).norm())
+
+
+def damped_inverse_hessian_diag(x: torch.Tensor, nsamples: int, percdamp: float = 0.01):
+    """The terminal H from raw inputs [tokens, in], in float64 with numpy's inverse:
+    H_cal = (2 / nsamples) X^T X; a never-active input's diagonal entry becomes 1;
+    diag((H_cal + percdamp * mean(diag H_cal) I)^-1) as [1, in]."""
+    import numpy as np
+
+    xs = x.detach().double().numpy()
+    h = 2.0 / nsamples * xs.T @ xs
+    dead = np.diag(h) == 0
+    h[dead, dead] = 1.0
+    h += percdamp * np.mean(np.diag(h)) * np.eye(h.shape[0])
+    return torch.from_numpy(np.diag(np.linalg.inv(h)).copy()).float().unsqueeze(0)
+
+
+def kill_inputs(model) -> dict:
+    """Make some linear inputs dead (always zero): channel 3 of block 0's attention inputs (its
+    input norm's weight and bias) and channel 5 of block 1's MLP output projection (the gate /
+    fc1 row and bias). Returns {linear name: dead input channel}."""
+    blocks = decoder_blocks(model)
+    with torch.no_grad():
+        if hasattr(blocks[0], "input_layernorm"):  # LLaMA
+            blocks[0].input_layernorm.weight[3] = 0.0
+            blocks[1].mlp.gate_proj.weight[5] = 0.0
+            return {"0.self_attn.q_proj": 3, "1.mlp.down_proj": 5}
+        blocks[0].self_attn_layer_norm.weight[3] = 0.0  # OPT
+        blocks[0].self_attn_layer_norm.bias[3] = 0.0
+        blocks[1].fc1.weight[5] = 0.0
+        blocks[1].fc1.bias[5] = 0.0
+        return {"0.self_attn.q_proj": 3, "1.fc2": 5}

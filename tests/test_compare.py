@@ -13,6 +13,7 @@ from gpsearch.compare import CompareConfig, plan, register, run_compare
 from gpsearch.config import CalibConfig, EvalConfig
 from gpsearch.errors import UserError
 from gpsearch.evaluator import Evaluator
+from gpsearch.provenance import code_version
 from tests.conftest import loaded, make_llama
 
 
@@ -73,6 +74,7 @@ def test_failure_isolated_config_in_every_row_files_written(boom, corpus, tokeni
     assert len(table) == len(rows) and all(t["calib_nsamples"] == "8" for t in table)
     saved = json.loads((out / "results.json").read_text())
     assert saved["final"] and len(saved["rows"]) == len(rows)
+    assert saved["commit"] == code_version()["commit"] and "dirty" in saved
 
 
 def test_single_sparsity_no_plot(corpus, tokenizer, tmp_path):

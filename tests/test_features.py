@@ -1,10 +1,12 @@
+import pytest
 import torch
 
 from gpsearch.config import CalibConfig
 from gpsearch.features import FeatureStore, collect_gradients, collect_input_stats
 from gpsearch.models import prunable_linears
 from gpsearch.stats import InputStats
-from tests.conftest import loaded, make_llama
+from tests.conftest import loaded, make_llama, make_opt
+from tests.seqref import damped_inverse_hessian_diag, kill_inputs
 
 
 def test_x_is_wandas_scaler_row():
@@ -33,21 +35,54 @@ def test_dense_x_matches_hooks_on_the_model():
     assert torch.allclose(stats["1.mlp.down_proj"].x, expected, rtol=1e-4)
 
 
-def test_g_is_100_sqrt_sum_of_squared_per_sample_gradients():
-    model = make_llama()
+@pytest.mark.parametrize("make", [make_llama, make_opt])
+def test_g_is_100_sqrt_sum_of_squared_per_sample_gradients_on_every_linear(make):
+    model = make()
     lins = prunable_linears(model)
     samples = torch.randint(0, 128, (3, 7), generator=torch.Generator().manual_seed(1))
     G = collect_gradients(model, lins, samples)
-    # independent computation: autograd.grad per sample
-    w = lins["0.self_attn.q_proj"].weight
-    acc = torch.zeros_like(w)
+    # independent computation: torch.autograd.grad of each sample's loss w.r.t. every weight
+    weights = [lin.weight for lin in lins.values()]
+    acc = [torch.zeros_like(w, dtype=torch.float64) for w in weights]
+    for w in weights:
+        w.requires_grad_(True)
     for i in range(3):
         ids = samples[i:i + 1]
-        w.requires_grad_(True)
-        (g,) = torch.autograd.grad(model(input_ids=ids, labels=ids).loss, w)
-        acc += g * g
-    assert torch.allclose(G["0.self_attn.q_proj"], 100 * acc.sqrt(), rtol=1e-4, atol=1e-6)
+        grads = torch.autograd.grad(model(input_ids=ids, labels=ids).loss, weights)
+        for a, g in zip(acc, grads):
+            a += g.double() ** 2
+    assert set(G) == set(lins) and len(lins) == 14 if make is make_llama else len(lins) == 12
+    for name, a in zip(lins, acc):
+        assert torch.allclose(G[name].double(), 100 * a.sqrt(), rtol=1e-4, atol=1e-6), name
     assert all(p.grad is None for p in model.parameters())
+
+
+@pytest.mark.parametrize("make", [make_llama, make_opt])
+def test_h_is_the_damped_inverse_hessian_diagonal_with_dead_inputs(make, tokenizer, corpus,
+                                                                   tmp_path):
+    model = make()
+    dead = kill_inputs(model)
+    calib = CalibConfig(data=corpus, nsamples=8, seqlen=32, batch_size=3)
+    store = FeatureStore(loaded(model, tokenizer), calib, tmp_path)
+    H = store.get("H")
+    samples = store.samples()
+    got = {n: [] for n in store.linears}  # independent: every linear's raw inputs, one pass
+    handles = [lin.register_forward_hook(
+        lambda m, a, o, n=n: got[n].append(a[0].reshape(-1, a[0].shape[-1])))
+        for n, lin in store.linears.items()]
+    with torch.no_grad():
+        model(input_ids=samples)
+    for h in handles:
+        h.remove()
+    for name in store.linears:
+        ref = damped_inverse_hessian_diag(torch.cat(got[name]), samples.shape[0])
+        assert H[name].shape == (1, store.linears[name].in_features)
+        assert torch.allclose(H[name], ref, rtol=2e-3, atol=1e-7), name
+    for name, j in dead.items():
+        assert float(torch.cat(got[name])[:, j].abs().max()) == 0.0  # the input is dead
+        diag = 2.0 / 8 * torch.cat(got[name]).double().square().sum(0)
+        diag[j] = 1.0
+        assert H[name][0, j] == pytest.approx(1.0 / (1.0 + 0.01 * float(diag.mean())), rel=1e-5)
 
 
 def test_features_are_cached_on_disk(tmp_path, tokenizer, corpus):

@@ -3,8 +3,9 @@ same results as the serial backend, in order; a killed worker is replaced and it
 retried; a candidate past the timeout is penalised while the others complete.
 
 One Ray instance and one 2-worker backend for the whole module (starting Ray costs ~5 s, a
-worker ~3 s). Faults come from the actor test hook: ``GPSEARCH_TEST_FAULTS`` is set before
-``ray.init`` (so the workers inherit it) and names a JSON file each test rewrites."""
+worker ~3 s). Faults are injected from the tests: the backends run ``tests.faulty_worker``'s
+EvalWorker subclass (``worker_cls``), bound to a JSON file each test rewrites; production
+workers have no fault hook (tests/test_workers_actor.py)."""
 
 from __future__ import annotations
 
@@ -21,11 +22,11 @@ ray = pytest.importorskip("ray")
 from gpsearch.config import CalibConfig, EvalConfig  # noqa: E402
 from gpsearch.errors import UserError  # noqa: E402
 from gpsearch.workers.factory import make_backend  # noqa: E402
-from gpsearch.workers.actor import FAULTS_ENV  # noqa: E402
 from gpsearch.workers.ray_backend import RayBackend  # noqa: E402
 from gpsearch.workers.result import PENALTY  # noqa: E402
 from gpsearch.workers.serial import SerialBackend  # noqa: E402
 from tests.conftest import make_llama, make_tokenizer, write_corpus  # noqa: E402
+from tests.faulty_worker import faulty_worker  # noqa: E402
 
 EXPRS = ["mul(W, sqrt(X))", "W", "mul(W, X)", "add(W, G)", "mul(G, W)", "div(W, X)"]
 BAD = "nosuchop(W)"
@@ -42,12 +43,13 @@ def env(tmp_path_factory):
                  calib=CalibConfig(data=corpus, nsamples=4, seqlen=16, batch_size=2),
                  ev=EvalConfig(data=corpus, split="validation", seqlen=16, max_windows=4))
     faults = root / "faults.json"
-    saved = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", FAULTS_ENV)}
-    os.environ.update({"RAY_AUTH_MODE": "disabled", FAULTS_ENV: str(faults)})
+    saved = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE",)}
+    os.environ.update({"RAY_AUTH_MODE": "disabled"})
     ray_tmp = tempfile.mkdtemp(prefix="gr", dir="/tmp")  # short: Ray's socket paths are limited
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=ray_tmp)
     try:
-        yield {"root": root, "specs": specs, "faults": faults}
+        yield {"root": root, "specs": specs, "faults": faults,
+               "worker_cls": faulty_worker(str(faults))}
     finally:
         ray.shutdown()
         for k, v in saved.items():
@@ -65,7 +67,7 @@ def serial(env):
 
 @pytest.fixture(scope="module")
 def backend(env, serial):
-    b = make_backend(2, **env["specs"])
+    b = make_backend(2, **env["specs"], worker_cls=env["worker_cls"])
     assert isinstance(b, RayBackend) and b.placement["num_cpus"] == 1 and b.placement["threads"] == 1
     yield b
     b.close()
@@ -143,3 +145,4 @@ def test_a_worker_that_cannot_start_is_a_user_error(env):
     with pytest.raises(UserError, match="Ray workers failed to start.*no-such-model"):
         RayBackend(**specs, workers=1, features=())
     assert ray.is_initialized()
+

@@ -43,7 +43,7 @@ def test_search_survives_a_killed_worker_with_the_serial_result(env):  # noqa: F
     tickets.mkdir()
     kill_at = evaluated // 2  # a worker dies in the middle of the search
     env["faults"].write_text(json.dumps({"dir": str(tickets), "exit_at": kill_at}))
-    backend = make_backend(2, **env["specs"])
+    backend = make_backend(2, **env["specs"], worker_cls=env["worker_cls"])
     try:
         ray_run = search(backend)
         stats = dict(backend.stats)

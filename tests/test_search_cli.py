@@ -3,8 +3,11 @@
 import json
 
 import pytest
+import torch
 
 from gpsearch.cli import main
+from gpsearch.provenance import code_version
+from gpsearch.search.space import load_space
 from gpsearch.tree import PRUNERZERO, load_tree, parse_prefix
 
 from .conftest import make_llama, write_corpus
@@ -35,6 +38,7 @@ def test_small_real_search_writes_the_run_directory(tiny, tmp_path, capsys):
     assert cp["generation"] == 2 and parse_prefix(cp["hof"][0]["expr"], PRUNERZERO) == best
     config = json.loads((out / "config.json").read_text())
     assert config["evaluation"]["split"] == "validation" and config["settings"]["population"] == 4
+    assert config["commit"] == code_version()["commit"] and "dirty" in config
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert len(records) == 4 + 2 * 4 and {r["gen"] for r in records} == {0, 1, 2}
     assert any(r["hit"] in ("key", "fingerprint") for r in records)
@@ -78,8 +82,29 @@ def test_resume_errors(tmp_path, capsys):
     assert main(["search", "--resume", str(tmp_path / "nothing")]) == 2
     assert "cannot resume" in capsys.readouterr().err
     (tmp_path / "run").mkdir()
-    (tmp_path / "run" / "config.json").write_text(json.dumps({"settings": {"seed": 0}}))
+    config = {"settings": {"seed": 0}, "space": load_space("prunerzero").to_dict(),
+              "seed_exprs": [], "evaluation": {"max_windows": 8, "seqlen": 256},
+              "calibration": {}}
+    (tmp_path / "run" / "config.json").write_text(json.dumps(config))
     assert main(["search", "--resume", str(tmp_path / "run"), "--seed", "3"]) == 2
     assert "keeps its configuration" in capsys.readouterr().err
     assert main(["search", "--resume", str(tmp_path), "--out", str(tmp_path / "x")]) == 2
     assert "either" in capsys.readouterr().err
+
+
+def test_a_failed_start_writes_nothing(tiny, tmp_path, monkeypatch, capsys):
+    """Data, model and space errors surface before the run directory exists, also with the
+    default runs/search-<time> directory."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["search", "--data", str(tmp_path / "nonexistent")]) == 2
+    assert "nonexistent" in capsys.readouterr().err and not (tmp_path / "runs").exists()
+    assert main(["search", *tiny, "--model", str(tmp_path / "no-model"), "--out", "a"]) == 2
+    assert "no-model" in capsys.readouterr().err and not (tmp_path / "a").exists()
+    short = tmp_path / "short.txt"
+    short.write_text("w1 w2 w3\n\nw4 w5")  # loads, but fewer tokens than seqlen
+    assert main(["search", *tiny, "--data", str(short), "--out", "b"]) == 2
+    assert "fewer than seqlen" in capsys.readouterr().err and not (tmp_path / "b").exists()
+    assert main(["search", *tiny, "--device", "cuda:9" if not torch.cuda.is_available()
+                 else "nodevice", "--out", "c"]) == 2
+    assert "device" in capsys.readouterr().err and not (tmp_path / "c").exists()
+    assert not (tmp_path / "runs").exists()

@@ -221,6 +221,7 @@ def test_factor_is_upper_cholesky_of_damped_inverse():
     torch.testing.assert_close(U.T @ U, torch.linalg.inv(damped))
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_matches_cpu():
     W, X = toy(rows=64, cols=256, tokens=1024, seed=10)

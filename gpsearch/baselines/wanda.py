@@ -39,7 +39,9 @@ def wanda_mask(weight: torch.Tensor, x: torch.Tensor, sparsity: float, pattern: 
 
 def block_input_stats(block, inputs, linears) -> dict[str, InputStats]:
     """X of every linear of ``block`` from one pass of its current ``inputs``."""
-    stats = {n: InputStats(lin.in_features, device=lin.weight.device) for n, lin in linears.items()}
+    seqlen = inputs[0].hidden.shape[-2] if inputs else None  # OPT's fc1 / fc2 see [b * t, in]
+    stats = {n: InputStats(lin.in_features, device=lin.weight.device, tokens_per_sample=seqlen)
+             for n, lin in linears.items()}
     feed_block(block, inputs, linears, lambda b, name, x: stats[name].add(x))
     return stats
 

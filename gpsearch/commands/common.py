@@ -43,9 +43,12 @@ def eval_from(args, split: str = "test") -> EvalConfig:
 
 
 def write_record(path: str | Path | None, rec: dict) -> None:
-    """``--json PATH``: write the run record there (nothing when no path was given)."""
+    """``--json PATH``: write the run record there, with the commit of the code (nothing when
+    no path was given)."""
     if path:
-        write_json(path, rec)
+        from ..provenance import code_version
+
+        write_json(path, {**rec, **code_version()})
         print(f"record written to {path}")
 
 

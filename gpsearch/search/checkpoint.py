@@ -19,6 +19,9 @@ from .loop import COUNTERS, Searcher
 from .primitives import parse_expr
 
 VERSION = 1
+FIELDS = ("version", "generation", "config", "space", "seeds", "rng", "population", "cache",
+          "fp_index", "hof", "logbook", "counters")  # what ``capture`` writes (rundir_check)
+OPTIONAL = ("lineage",)  # written since the staged search; older checkpoints lack it
 
 
 def plain(obj):

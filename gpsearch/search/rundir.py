@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 
 from ..errors import UserError
-from . import checkpoint
+from . import checkpoint, rundir_check
 from .primitives import parse_expr, to_pruner_zero_json
 
 
@@ -32,13 +32,20 @@ class RunDir:
         return self.path / name
 
     # ---- lifecycle ----------------------------------------------------------------------------
+    @staticmethod
+    def check_new(path: str | Path) -> None:
+        """UserError unless ``path`` can become a new run directory (absent, or an empty
+        directory); writes nothing."""
+        path = Path(path)
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise UserError(f"run directory {path} exists and is not empty "
+                            f"(continue it with --resume {path})")
+
     @classmethod
     def create(cls, path: str | Path, config: dict) -> "RunDir":
         """A new run directory (refuses one that already holds files: use resume)."""
         run = cls(path)
-        if run.path.exists() and (not run.path.is_dir() or any(run.path.iterdir())):
-            raise UserError(f"run directory {run.path} exists and is not empty "
-                            f"(continue it with --resume {run.path})")
+        cls.check_new(run.path)
         run.path.mkdir(parents=True, exist_ok=True)
         checkpoint.write_json_atomic(run.file("config.json"), config)
         return run
@@ -56,10 +63,12 @@ class RunDir:
         return self.file("checkpoint.json").is_file()
 
     def config(self) -> dict:
-        return checkpoint.load_plain(self.file("config.json"))
+        return rundir_check.read_json(self.file("config.json"), rundir_check.MAX_CONFIG_BYTES)
 
     def checkpoint(self) -> dict:
-        return checkpoint.load(self.file("checkpoint.json"))
+        """The checkpoint as read (``rundir_check.check_checkpoint`` validates it)."""
+        return rundir_check.read_json(self.file("checkpoint.json"),
+                                      rundir_check.MAX_CHECKPOINT_BYTES)
 
     # ---- per evaluation / per generation ------------------------------------------------------
     def log(self, record: dict) -> None:
@@ -132,7 +141,7 @@ class RunDir:
         ax.set_ylabel("fitness (validation perplexity)")
         ax.grid(True, alpha=0.3)
         ax.legend()
-        fig.tight_layout()
+        fig.subplots_adjust(left=0.13, right=0.97, top=0.95, bottom=0.15)  # tight_layout: 1 s
         path = self.file("progress.png")
         tmp = path.with_name("progress.tmp.png")
         fig.savefig(tmp, dpi=100)

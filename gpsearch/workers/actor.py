@@ -1,5 +1,6 @@
 """The evaluation worker that runs inside a Ray actor, as a plain class (no Ray import here:
-``ray_backend`` wraps it with ``ray.remote``), plus its plain-data spec and the test hook.
+``ray_backend`` wraps it with ``ray.remote``), plus its plain-data spec. No test hook lives here: tests inject faults with a
+subclass passed to ``RayBackend(worker_cls=...)`` (tests/faulty_worker.py).
 
 ``EvalWorker`` builds one Evaluator ONCE from plain specs and evaluates candidates (expression
 strings) by delegating to a ``SerialBackend``, so its results equal the serial backend's.
@@ -7,14 +8,9 @@ strings) by delegating to a ``SerialBackend``, so its results equal the serial b
 
 from __future__ import annotations
 
-import json
 import os
-import time
-from pathlib import Path
 
 from .result import EvalResult
-
-FAULTS_ENV = "GPSEARCH_TEST_FAULTS"
 
 
 def worker_spec(model: str, calib, ev, sparsity: float, pattern: str = "unstructured",
@@ -64,36 +60,9 @@ class EvalWorker:
         return self.backend.fingerprint_one(expr)
 
     def evaluate(self, expr: str, windows: tuple[int, int] | None = None) -> EvalResult:
-        _test_fault(expr)
         try:
             return self.backend.evaluate_one(expr, windows)
         except BaseException:
             self.evaluator.restore()  # never leave a pruned model behind for the next candidate
             raise
 
-
-def _test_fault(expr: str) -> None:
-    """Test hook. If ``$GPSEARCH_TEST_FAULTS`` names a JSON file, it may hold
-    ``{"dir": D, "exit_at": K}``: the K-th evaluation (0-based, counted over all workers with
-    marker files in D) kills its worker with ``os._exit(1)``; a retry takes a new number, so it
-    happens once; ``{"sleep_expr": E, "sleep_s": S}``: sleep S seconds before evaluating E;
-    ``{"raise_expr": E}``: raise RuntimeError in the actor (outside the SerialBackend) for E."""
-    path = os.environ.get(FAULTS_ENV)
-    if not path or not Path(path).is_file():
-        return
-    spec = json.loads(Path(path).read_text())
-    if "exit_at" in spec:
-        ticket = 0
-        while True:
-            try:
-                os.close(os.open(os.path.join(spec["dir"], f"eval-{ticket}"),
-                                 os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-                break
-            except FileExistsError:
-                ticket += 1
-        if ticket == spec["exit_at"]:
-            os._exit(1)
-    if spec.get("sleep_expr") == expr:
-        time.sleep(float(spec["sleep_s"]))
-    if spec.get("raise_expr") == expr:
-        raise RuntimeError(f"test fault raised for {expr}")

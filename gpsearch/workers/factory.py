@@ -18,7 +18,7 @@ def make_backend(workers: int = 0, address: str | None = None, *, model: str = E
                  device: str = "cpu", cache_dir=None, progress: bool = False,
                  features: tuple[str, ...] = ("X", "G"), eval_timeout: float | None = None,
                  max_retries: int = 1, resources: str = "auto", evaluator=None,
-                 fitness: str = "ppl", topk: int = 512):
+                 fitness: str = "ppl", topk: int = 512, worker_cls: type | None = None):
     """A backend with ``evaluate_many(exprs) -> list[EvalResult]``, ``evaluate_one`` and ``close``.
 
     workers, address: ``workers`` in (0, 1) with no ``address`` -> ``SerialBackend`` in this
@@ -42,6 +42,8 @@ def make_backend(workers: int = 0, address: str | None = None, *, model: str = E
         evaluation and ignores ``eval_timeout``.
     evaluator: serial only, an already built ``Evaluator`` to reuse (tests, notebooks).
     fitness, topk: "ppl" or "kl" (to the dense model, top-``topk`` reference; see ``fitness``).
+    worker_cls: Ray only, the actor class (default ``actor.EvalWorker``; tests inject faults
+        with a subclass).
     """
     if workers < 0:
         raise UserError(f"--workers must be 0 or more (got {workers})")
@@ -66,4 +68,5 @@ def make_backend(workers: int = 0, address: str | None = None, *, model: str = E
     return RayBackend(model, calib, ev, sparsity, pattern, scope, mode, dtype, device, cache_dir,
                       workers=max(workers, 1), address=address, eval_timeout=eval_timeout,
                       max_retries=max_retries, resources=resources, features=tuple(features),
-                      fitness=fitness, topk=topk)
+                      fitness=fitness, topk=topk,
+                      **({"worker_cls": worker_cls} if worker_cls else {}))

@@ -49,7 +49,9 @@ class RayBackend:
     joins an existing cluster. resources: "auto" gives each actor one GPU when the cluster has
     GPUs (device becomes "cuda"), else splits the CPUs evenly; "gpu" / "cpu" force either.
     features: kinds computed once by the first actor before the others start (so they load them
-    from the shared cache). eval_timeout: seconds per candidate (None: no limit)."""
+    from the shared cache). eval_timeout: seconds per candidate (None: no limit). worker_cls:
+    the actor class (``EvalWorker`` or a subclass with the same constructor; tests pass one
+    that injects faults)."""
 
     def __init__(self, model: str, calib, ev, sparsity: float, pattern: str = "unstructured",
                  scope: str = "row", mode: str = "dense", dtype: str = "float32",
@@ -57,7 +59,7 @@ class RayBackend:
                  address: str | None = None, eval_timeout: float | None = None,
                  max_retries: int = 1, resources: str = "auto",
                  features: tuple[str, ...] = ("X", "G"), startup_timeout: float = 1800.0,
-                 fitness: str = "ppl", topk: int = 512):
+                 fitness: str = "ppl", topk: int = 512, worker_cls: type = EvalWorker):
         if workers < 1:
             raise UserError(f"the Ray backend needs at least one worker (got {workers})")
         if resources not in RESOURCES:
@@ -74,7 +76,7 @@ class RayBackend:
         opts, threads, device = self._placement(workers, resources, device)
         self._spec = worker_spec(model, calib, ev, sparsity, pattern, scope, mode, dtype, device,
                                  cache_dir, fitness=fitness, topk=topk)
-        self._cls, self._opts, self._threads = ray.remote(EvalWorker), opts, threads
+        self._cls, self._opts, self._threads = ray.remote(worker_cls), opts, threads
         self._features = list(features)
         self.placement = {"workers": workers, "threads": threads, "device": device, **opts}
         try:  # all actors load the model at once; the first alone computes missing features

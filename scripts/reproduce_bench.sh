@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Regenerate every committed benchmark artefact under bench/ at the current commit: the four bench
+# scripts, the default search (bench/default_search), the two compare tables, the Wanda prune
+# record and the SlimGPT record, then the GPU check (which only says so on a machine without CUDA).
+# Every JSON it writes records the commit and whether the tree was dirty (gpsearch.provenance).
+# Takes hours on 2 CPU cores (the default search alone ~30 min, the seed-systems compare longer):
+# run it on an otherwise idle machine, from a clean checkout.
+#
+#   bash scripts/reproduce_bench.sh             # run everything
+#   bash scripts/reproduce_bench.sh --dry-run   # print the commands only
+#   PY=/path/to/python bash scripts/reproduce_bench.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+DRY=0
+case "${1:-}" in
+  --dry-run|-n) DRY=1 ;;
+  "") ;;
+  *) echo "usage: $0 [--dry-run]" >&2; exit 2 ;;
+esac
+
+run() {
+  echo "+ $*"
+  if [[ $DRY == 0 ]]; then "$@"; fi
+}
+
+echo "# reproducing bench/ at $(git rev-parse HEAD 2>/dev/null || echo unknown)$(
+  [[ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]] && echo ' (dirty tree)')"
+
+# 1. the bench scripts (each writes bench/<name>.json)
+run "$PY" scripts/bench_eval.py --out bench/bench_eval.json
+run "$PY" scripts/bench_search.py --out bench/bench_search.json
+run "$PY" scripts/bench_baselines.py --out bench/bench_baselines.json
+run "$PY" scripts/bench_ray.py --out bench/bench_ray.json
+
+# 2. the default search (README's first command), into a fresh run directory; the committed
+#    artefacts are its human-readable files (not the checkpoint, log or test report)
+SEARCH=runs/reproduce-default-search
+run rm -rf "$SEARCH"
+run "$PY" -m gpsearch.cli search --out "$SEARCH"
+run mkdir -p bench/default_search
+for f in config.json best_tree.json hall_of_fame.csv progress.png summary.md; do
+  run cp "$SEARCH/$f" "bench/default_search/$f"
+done
+
+# 3. the compare tables (test split, 64 windows, one calibration for every method)
+run "$PY" -m gpsearch.cli compare \
+  --methods magnitude,wanda,sparsegpt,pruner_zero,gblm,bench/default_search/best_tree.json \
+  --pattern unstructured,2:4 --sparsity 0.5 --max-windows 64 --out bench/compare_embedded
+run "$PY" -m gpsearch.cli compare \
+  --methods magnitude,wanda,tiers,shortgpt,width-taylor,width-wanda,slimgpt,wanda+lora,shortgpt+lora \
+  --sparsity 0.25 --max-windows 64 --option tiers.max_steps=10 --option tiers.batch_size=4 \
+  --option wanda+lora.lora_max_steps=50 --option shortgpt+lora.lora_max_steps=50 \
+  --out bench/compare_seed_systems
+
+# 4. single-method records
+run "$PY" -m gpsearch.cli prune --tree trees/wanda.json --sparsity 0.5 --dense-ppl \
+  --json bench/prune_wanda_embedded.json
+run "$PY" -m gpsearch.cli structured --method slimgpt --pruning-ratio 0.25 --max-windows 64 \
+  --json bench/slimgpt_embedded.json
+
+# 5. the GPU check (bench/gpu_check.json; exits 0 with a message where there is no CUDA)
+run bash scripts/gpu_check.sh
