@@ -8,7 +8,7 @@ import torch
 from gpsearch.cli import main
 from gpsearch.provenance import code_version
 from gpsearch.search.space import load_space
-from gpsearch.tree import PRUNERZERO, load_tree, parse_prefix
+from gpsearch.tree import EXTENDED, load_tree, parse_prefix
 
 from .conftest import make_llama, write_corpus
 
@@ -28,20 +28,22 @@ def test_small_real_search_writes_the_run_directory(tiny, tmp_path, capsys):
     out = tmp_path / "run"
     args = ["search", *tiny, "--population", "4", "--offspring", "4", "--elite", "2",
             "--generations", "2", "--seed", "1", "--out", str(out),
-            "--seed-trees", "wanda", "mul(sqrt(X), W)"]
+            "--seed-trees", "wanda", "mul(sqr(W), X)"]  # same mask as wanda: a fingerprint hit
     assert main(args) == 0
     for name in ("config.json", "checkpoint.json", "log.jsonl", "hall_of_fame.csv",
                  "best_tree.json", "progress.png", "summary.md"):
         assert (out / name).stat().st_size > 0, name
     best = load_tree(str(out / "best_tree.json"))
     cp = json.loads((out / "checkpoint.json").read_text())
-    assert cp["generation"] == 2 and parse_prefix(cp["hof"][0]["expr"], PRUNERZERO) == best
+    tuning = json.loads((out / "tuning.json").read_text()) if (out / "tuning.json").exists() else {}
+    best_expr = (tuning.get("winner") or cp["hof"][0])["expr"]
+    assert cp["generation"] == 2 and parse_prefix(best_expr, EXTENDED) == best
     config = json.loads((out / "config.json").read_text())
     assert config["evaluation"]["split"] == "validation" and config["settings"]["population"] == 4
     assert config["commit"] == code_version()["commit"] and "dirty" in config
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert len(records) == 4 + 2 * 4 and {r["gen"] for r in records} == {0, 1, 2}
-    assert any(r["hit"] in ("key", "fingerprint") for r in records)
+    assert any(r["hit"] == "fingerprint" and r["simplified"] == "mul(sqr(W), X)" for r in records)
     summary = (out / "summary.md").read_text()
     assert "Test split" in summary and "| `dense` |" in summary and "wanda" in summary
     assert "validation" in summary and "Diversity" in summary and "last stage" in summary

@@ -37,7 +37,7 @@ def test_sigkill_mid_generation_then_resume_equals_an_uninterrupted_run(tmp_path
     make_tokenizer().save_pretrained(tmp_path / "model")
     corpus = write_corpus(tmp_path / "corpus.txt")
     args = ["search", "--model", str(tmp_path / "model"), "--data", corpus, "--nsamples", "4",
-            "--seqlen", "16", "--batch-size", "4", "--max-windows", "2", "--report", "none",
+            "--seqlen", "16", "--batch-size", "4", "--stages", "32:1,64:0.5", "--report", "none",
             "--population", "4", "--offspring", "6", "--elite", "2", "--generations", "2",
             "--seed", "3"]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false"}

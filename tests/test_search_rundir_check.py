@@ -31,7 +31,8 @@ def base(tmp_path_factory):
     corpus = write_corpus(root / "corpus.txt")
     p = plan(resolve_settings({"data": corpus, "population": 4, "offspring": 4, "elite": 2,
                                "generations": 1, "seed": 1, "report": "none",
-                               "seed_trees": ["wanda"]}))
+                               "seed_trees": ["wanda"], "space": "prunerzero",
+                               "stages": "none"}))
     run = RunDir.create(root / "run", run_config(p))
     searcher = Searcher(p.space, FakeBackend(), p.search, services(), p.seeds)
     run.attach(searcher)
