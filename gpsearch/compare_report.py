@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 CSV_FIELDS = ("method", "pattern", "sparsity", "ppl", "achieved_sparsity", "prune_s", "features_s",
-              "error", "model", "tree", "options")
+              "error", "model", "tree", "recipe", "options")
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -35,16 +35,42 @@ def _finite(obj):
 def csv_text(rows: list[dict]) -> str:
     calib_keys = list(rows[0]["calibration"]) if rows else []
     eval_keys = list(rows[0]["evaluation"]) if rows else []
-    header = list(CSV_FIELDS) + [f"calib_{k}" for k in calib_keys] + [f"eval_{k}" for k in eval_keys]
+    tasks = zero_shot_tasks(rows)
+    zs = [(t, k) for t in tasks for k in ("acc", "acc_stderr", "n")]
+    header = (list(CSV_FIELDS) + [f"zs_{t}_{k}" for t, k in zs] + [f"calib_{k}" for k in calib_keys]
+              + [f"eval_{k}" for k in eval_keys])
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(header)
     for r in rows:
         base = [json.dumps(r.get(k) or {}, sort_keys=True) if k == "options" else
                 ("" if r.get(k) is None else r.get(k)) for k in CSV_FIELDS]
-        w.writerow(base + [r["calibration"].get(k, "") for k in calib_keys]
+        accs = [(r.get("zero_shot") or {}).get(t, {}).get(k, "") for t, k in zs]
+        w.writerow(base + accs + [r["calibration"].get(k, "") for k in calib_keys]
                    + [r["evaluation"].get(k, "") for k in eval_keys])
     return buf.getvalue()
+
+
+def zero_shot_tasks(rows: list[dict]) -> list[str]:
+    return list(dict.fromkeys(t for r in rows for t in (r.get("zero_shot") or {})))
+
+
+def zero_shot_lines(rows: list[dict]) -> list[str]:
+    """'## Zero-shot accuracy': one row per run, accuracy ± standard error per task."""
+    from .zeroshot import fmt_acc
+
+    tasks = zero_shot_tasks(rows)
+    if not tasks:
+        return []
+    n = {t: max((r.get("zero_shot") or {}).get(t, {}).get("n", 0) for r in rows) for t in tasks}
+    lines = ["", "## Zero-shot accuracy (lm-eval, accuracy ± standard error)", "",
+             "| method | pattern | sparsity | " + " | ".join(f"{t} (n={n[t]})" for t in tasks)
+             + " |", "|---|---|---:|" + "---:|" * len(tasks)]
+    for r in rows:
+        zs = r.get("zero_shot") or {}
+        lines.append(f"| {r['method']} | {r['pattern']} | {r['sparsity']:g} | "
+                     + " | ".join(fmt_acc(zs.get(t)) for t in tasks) + " |")
+    return lines
 
 
 def _ppl(x) -> str:
@@ -93,6 +119,10 @@ def markdown_text(result: dict, final: bool) -> str:
         lines.append(f"| {r['method']} | {r['pattern']} | {r['sparsity']:g} | {_ppl(r['ppl'])} | "
                      f"{_num(r['achieved_sparsity'], '.4f')} | {_num(r['prune_s'], '.1f')} | "
                      f"{_num(r['features_s'], '.1f')} | {err} |")
+    lines += zero_shot_lines(rows)
+    recipes = {r["method"]: r["recipe"] for r in rows if r.get("recipe")}
+    if recipes:
+        lines += ["", "## Recipes", ""] + [f"- {m}: `{p}`" for m, p in recipes.items()]
     trees = {r["method"]: r["tree"] for r in rows if r.get("tree")}
     if trees:
         lines += ["", "## Trees", ""] + [f"- {m}: `{t}`" for m, t in trees.items()]
