@@ -135,33 +135,10 @@ def markdown_text(result: dict, final: bool) -> str:
 
 
 def plot(rows: list[dict], path: Path) -> bool:
-    """PPL versus sparsity, one line per (method, pattern), log scale; False if nothing to plot."""
-    import matplotlib
+    """PPL versus sparsity (``gpsearch.plots``); False if nothing to plot."""
+    from .plots import plot_ppl_vs_sparsity
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    series: dict[str, list[tuple[float, float]]] = {}
-    for r in rows[1:]:
-        if r["ppl"] is not None and math.isfinite(r["ppl"]):
-            series.setdefault(f"{r['method']} ({r['pattern']})", []).append((r["sparsity"], r["ppl"]))
-    if not series:
-        return False
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for label, pts in series.items():
-        pts.sort()
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
-    ax.axhline(rows[0]["ppl"], color="gray", linestyle="--", label="dense")
-    ax.set_yscale("log")
-    ax.set_xlabel("sparsity (fraction of weights set to zero)")
-    ax.set_ylabel(f"perplexity ({rows[0]['evaluation']['split']}, seqlen "
-                  f"{rows[0]['evaluation']['seqlen']})")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True
+    return plot_ppl_vs_sparsity(rows, path) is not None
 
 
 def write_reports(result: dict, out: Path, final: bool = True) -> dict:
