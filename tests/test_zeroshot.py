@@ -58,8 +58,23 @@ def test_accuracy_matches_an_independent_greedy_count(tmp_path):
     assert not model.training
 
 
-def test_unknown_task_is_a_user_error():
-    from gpsearch.zeroshot import check_tasks
+class _FakeManager:  # lm-eval's TaskManager indexes ~15k task files (tens of seconds)
+    all_tasks = ["boolq", "rte"]
 
+
+def test_unknown_and_unreachable_hub_tasks_are_one_line_errors(monkeypatch):
+    import lm_eval.tasks
+
+    from gpsearch import zeroshot
+
+    monkeypatch.setattr(zeroshot, "_TASK_MANAGER", _FakeManager())
     with pytest.raises(UserError, match="unknown zero-shot task"):
-        check_tasks(["no_such_task_xyz"])
+        zeroshot.check_tasks(["no_such_task_xyz"])
+
+    def offline(names, manager):
+        raise ConnectionError("Couldn't reach 'aps/super_glue' on the Hub\nsecond line")
+
+    monkeypatch.setattr(lm_eval.tasks, "get_task_dict", offline)
+    with pytest.raises(UserError) as e:
+        zeroshot.check_tasks(["boolq"])
+    assert "Hugging Face hub" in str(e.value) and "\n" not in str(e.value)
