@@ -75,21 +75,35 @@ def sparsity_format(model) -> tuple[str, str, float]:
 def save_compressed(lm: LoadedModel, out_dir: str | Path, record: dict) -> dict:
     """Write ``out_dir`` (safetensors in the compressed-tensors format, config with its
     compression config, tokenizer, ``gpsearch_record.json``); returns format and file sizes."""
+    from safetensors.torch import save_file
+
     from .save import check_save_dir
 
     ModelCompressor, BitmaskConfig, Sparse24BitMaskConfig = _compressed_tensors()
     check_save_dir(out_dir)
     out = Path(out_dir)
     fmt, structure, sparsity = sparsity_format(lm.model)
-    targets = list(prunable_linears(lm.model))
+    pruned = {id(m) for m in prunable_linears(lm.model).values()}
+    targets = [n for n, m in lm.model.named_modules() if id(m) in pruned]  # full module names
     kind = Sparse24BitMaskConfig if fmt == "sparse-24-bitmask" else BitmaskConfig
     compressor = ModelCompressor(sparsity_config=kind(global_sparsity=round(sparsity, 6),
                                                       sparsity_structure=structure,
                                                       targets=targets))
-    state = {k: v.detach().clone() for k, v in lm.model.state_dict().items()}
+    state, seen = {}, set()
+    for k, v in lm.model.state_dict().items():  # a tied lm_head is stored once (reloaded tied)
+        if v.data_ptr() in seen:
+            continue
+        seen.add(v.data_ptr())
+        state[k] = v.detach().clone()
     compressed = compressor.compress(lm.model, state_dict=state)
     out.mkdir(parents=True, exist_ok=True)
-    lm.model.save_pretrained(out, state_dict=compressed)
+    # written with safetensors directly: transformers' save_pretrained(state_dict=...) drops
+    # keys it does not know (the bitmask's 1-D ``compressed``) and writes the dense weights
+    save_file({k: v.contiguous() for k, v in compressed.items()}, str(out / "model.safetensors"),
+              metadata={"format": "pt"})
+    lm.model.config.save_pretrained(out)
+    if getattr(lm.model, "generation_config", None) is not None:
+        lm.model.generation_config.save_pretrained(out)
     compressor.update_config(str(out))
     lm.tokenizer.save_pretrained(out)
     info = {"save_format": "compressed-tensors", "compression_format": fmt,

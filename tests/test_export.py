@@ -38,7 +38,13 @@ def test_round_trip_identical_weights_and_perplexity(tiny_lm, corpus, tmp_path, 
     assert perplexity(back, ev.windows(evc))["ppl"] == pytest.approx(rec["ppl"], rel=1e-6)
     # the compressed file really is the compressed form, not a dense copy
     dense_dir = save_pruned(ev.lm, tmp_path / "hf", rec)
-    assert weights_bytes(tmp_path / "ct") != weights_bytes(dense_dir)
+    assert weights_bytes(tmp_path / "ct") < weights_bytes(dense_dir)
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "ct" / "model.safetensors"), "pt") as f:
+        keys = list(f.keys())
+    assert sum(k.endswith(".bitmask") for k in keys) == len(ev.linears)
+    assert not any(k.endswith("q_proj.weight") for k in keys)
     stored = json.loads((tmp_path / "ct" / "gpsearch_record.json").read_text())
     assert stored["export"]["weights_bytes"] == weights_bytes(tmp_path / "ct")
 
