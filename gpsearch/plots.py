@@ -166,6 +166,12 @@ def plot_ppl_vs_sparsity(rows: list[dict], path: str | Path) -> Path | None:
     dense = rows[0]["ppl"]
     ax.axhline(dense, color="black", ls="--", lw=1, label=f"dense ({dense:.2f})")
     ax.set_yscale("log")
+    from matplotlib.ticker import FuncFormatter
+
+    plain = FuncFormatter(lambda y, _: f"{y:.4g}")  # 39.7, 1124, not 1.256 x 10^2
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(plain)
+    ax.tick_params(axis="y", which="minor", labelsize=7)
     xs = sorted({p[0] for pts in series.values() for p in pts})
     ax.set_xticks(xs)
     ax.set_xticklabels([f"{x:g}" for x in xs], fontsize=8)
