@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from .baselines.magnitude import prune_magnitude
 from .baselines.sparsegpt import prune_sparsegpt
 from .baselines.wanda import prune_wanda
-from .compare_methods import lora_variant, register_methods
+from .compare_methods import knob_names, lora_variant, register_methods
 from .config import CalibConfig, EvalConfig
 from .provenance import code_version
 from .errors import UserError
@@ -45,27 +45,34 @@ class Method:
     prepare: Callable | None = None
     cleanup: Callable | None = None
     tree: str | None = None  # prefix expression of a metric tree method
+    knobs: frozenset | None = None  # the option names ``fn`` accepts (None: not checked)
+    defaults: dict = field(default_factory=dict)  # knob values of a recipe (options override)
+    sparsities: tuple = ()  # a recipe's own sparsities (empty: the comparison's)
+    recipe: str | None = None  # the baselines/*.yaml file this method came from
 
 
 METHODS: dict[str, Method] = {}
 
 
 def register(name: str, fn: PruneFn, help: str = "", kinds=("unstructured", "nm"),
-             prepare=None, cleanup=None) -> Method:
-    """Add (or replace) a method of ``gpsearch compare``."""
-    METHODS[name] = Method(name, fn, help, tuple(kinds), prepare, cleanup)
+             prepare=None, cleanup=None, knobs=None) -> Method:
+    """Add (or replace) a method of ``gpsearch compare``; ``knobs``: its option names."""
+    METHODS[name] = Method(name, fn, help, tuple(kinds), prepare, cleanup,
+                           knobs=None if knobs is None else frozenset(knobs))
     return METHODS[name]
 
 
 register("magnitude", lambda e, s, p, **o: prune_magnitude(e, s, p, scope="matrix", **o),
-         "|W|, one threshold per whole matrix (the reference baseline)")
+         "|W|, one threshold per whole matrix (the reference baseline)", knobs=())
 register("magnitude-row", lambda e, s, p, **o: prune_magnitude(e, s, p, scope="row", **o),
-         "|W|, compared within each output row")
-register("wanda", prune_wanda, "|W| * sqrt(X) per row, block-sequential")
+         "|W|, compared within each output row", knobs=())
+register("wanda", prune_wanda, "|W| * sqrt(X) per row, block-sequential", knobs=("features",))
 register("wanda-variant", lambda e, s, p, **o: prune_wanda(e, s, p, use_variant=True, **o),
-         "Wanda with the per-row alpha search (--use_variant)", kinds=("unstructured",))
-register("sparsegpt", prune_sparsegpt, "SparseGPT (OBS updates), block-sequential")
-register_methods(register)  # tiers, shortgpt, width-taylor, width-wanda, slimgpt
+         "Wanda with the per-row alpha search (--use_variant)", kinds=("unstructured",),
+         knobs=knob_names(prune_wanda, skip={"use_variant"}))
+register("sparsegpt", prune_sparsegpt, "SparseGPT (OBS updates), block-sequential",
+         knobs=knob_names(prune_sparsegpt))
+register_methods(register)  # iterative, tiers, shortgpt, width-taylor, width-wanda, slimgpt
 
 
 def tree_method(spec: str, features: str = "sequential") -> Method:
@@ -86,7 +93,7 @@ def tree_method(spec: str, features: str = "sequential") -> Method:
             evaluator.prepare(tree)
 
     return Method(spec, fn, f"metric tree {to_prefix(tree)} ({mode} features)", prepare=prepare,
-                  tree=to_prefix(tree))
+                  tree=to_prefix(tree), knobs=frozenset())
 
 
 def resolve_method(spec: str, features: str = "sequential") -> Method:
@@ -99,6 +106,31 @@ def resolve_method(spec: str, features: str = "sequential") -> Method:
     except UserError as e:
         raise UserError(f"unknown method {spec!r}: not one of {', '.join(METHODS)} and not a "
                         f"metric tree ({e})") from None
+
+
+def method_knobs(name: str):
+    """The knob names of a registered method (or METHOD+lora); None when unknown."""
+    if name in METHODS:
+        return METHODS[name].knobs
+    if name.endswith("+lora") and name[:-5] in METHODS:
+        return resolve_method(name).knobs
+    return None
+
+
+def resolve_specs(spec: str, features: str = "sequential") -> list[Method]:
+    """One --methods item: a method name, a metric tree, or baselines/ recipes (file / folder)."""
+    from .recipes import expand, is_recipe_spec, load_recipe
+
+    if not is_recipe_spec(spec):
+        return [resolve_method(spec, features)]
+    out = []
+    for path in expand(spec):
+        r = load_recipe(path, method_knobs)
+        base = resolve_method(r.method, features)
+        out.append(dataclasses.replace(base, name=r.name, help=r.description or base.help,
+                                       defaults=dict(r.knobs), sparsities=r.sparsities,
+                                       recipe=r.path))
+    return out
 
 
 def split_list(text: str | list, what: str) -> list[str]:
@@ -148,6 +180,8 @@ class CompareConfig:
     options: dict = field(default_factory=dict)  # method name -> {knob: value}
     include: list = field(default_factory=list)  # earlier results.json files to add as rows
     allow_mixed: bool = False  # accept included rows measured under another configuration
+    zero_shot: list = field(default_factory=list)  # lm-eval tasks, e.g. ["wiki_lastword"]
+    zero_shot_limit: int | None = None  # at most this many examples per task
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -163,18 +197,35 @@ def plan(cfg: CompareConfig) -> tuple[list[Method], list[tuple[Method, Pattern, 
         raise UserError(f"unknown tree feature mode {cfg.tree_features!r}")
     sparsities = parse_sparsities(cfg.sparsities)
     patterns = [parse_pattern(p) for p in split_list(cfg.patterns, "pattern")]
-    methods = [resolve_method(m, cfg.tree_features) for m in split_list(cfg.methods, "method")]
-    unknown = set(cfg.options) - {m.name for m in methods}
+    methods = [m for spec in split_list(cfg.methods, "method")
+               for m in resolve_specs(spec, cfg.tree_features)]
+    names = [m.name for m in methods]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise UserError(f"two methods named {', '.join(twice)} (a recipe's name is its file stem)")
+    unknown = set(cfg.options) - set(names)
     if unknown:
         raise UserError(f"options given for methods not compared: {', '.join(sorted(unknown))}")
+    for m in methods:
+        bad = set(cfg.options.get(m.name, {})) - (m.knobs if m.knobs is not None else set())
+        if m.knobs is not None and bad:
+            raise UserError(f"unknown option(s) {', '.join(sorted(bad))} for {m.name} (its "
+                            f"knobs: {', '.join(sorted(m.knobs)) or 'none'})")
+    from .zeroshot import parse_tasks
+
+    parse_tasks(cfg.zero_shot)
+    grid = sorted(set(sparsities).union(*(m.sparsities for m in methods)))
     runs, notes = [], []
     for pattern in patterns:
-        for s in sparsities:
+        for s in grid:
             if pattern.kind == "nm" and abs(s - pattern.n / pattern.m) > 1e-9:
-                notes.append(f"{pattern} skipped at sparsity {s:g} ({pattern} means "
-                             f"{pattern.n / pattern.m:g})")
+                if s in sparsities:
+                    notes.append(f"{pattern} skipped at sparsity {s:g} ({pattern} means "
+                                 f"{pattern.n / pattern.m:g})")
                 continue
             for m in methods:
+                if s not in (m.sparsities or sparsities):
+                    continue
                 if pattern.kind not in m.kinds:
                     notes.append(f"{m.name} skipped for {pattern} (supports {', '.join(m.kinds)})")
                 else:
@@ -198,11 +249,13 @@ def _first_line(e: BaseException) -> str:
 
 
 def run_one(evaluator, method: Method, pattern: Pattern, sparsity: float, ev: EvalConfig,
-            options: dict, base: dict) -> dict:
-    """Prune with one method, measure, restore; errors become part of the row."""
+            options: dict, base: dict, zero_shot=None) -> dict:
+    """Prune with one method, measure, restore; errors become part of the row.
+    ``zero_shot(model, tokenizer) -> {task: accuracy record}`` runs on the pruned model."""
+    options = {**method.defaults, **options}
     row = {**base, "method": method.name, "pattern": str(pattern), "sparsity": sparsity,
            "ppl": None, "achieved_sparsity": None, "prune_s": None, "features_s": None,
-           "error": None, "options": options, "tree": method.tree}
+           "error": None, "options": options, "tree": method.tree, "recipe": method.recipe}
     try:
         t0 = time.perf_counter()
         if method.prepare:
@@ -215,6 +268,8 @@ def run_one(evaluator, method: Method, pattern: Pattern, sparsity: float, ev: Ev
                                             sum(z for z, _ in counts) / sum(n for _, n in counts))
         row["info"] = {k: v for k, v in info.items() if k != "calibration"}
         row["ppl"] = evaluator.perplexity(ev)["ppl"]
+        if zero_shot is not None:
+            row["zero_shot"] = zero_shot(evaluator.model, evaluator.lm.tokenizer)
     except Exception as e:  # noqa: BLE001 - one failing method must not stop the comparison
         row["error"] = _first_line(e)
         row["traceback"] = traceback.format_exc(limit=8)
@@ -230,7 +285,16 @@ def run_compare(cfg: CompareConfig, evaluator=None, progress: bool = True,
     """Run the comparison and write results.{md,csv,json} (+ a PNG for several sparsities)."""
     from .compare_report import write_reports
 
+    from .zeroshot import check_tasks, evaluate_zero_shot, fmt_acc, parse_tasks
+
     methods, runs, notes = plan(cfg)
+    tasks = parse_tasks(cfg.zero_shot)
+    check_tasks(tasks)  # unknown task / hub unreachable: before anything is written or loaded
+    zero_shot = None
+    if tasks:
+        def zero_shot(model, tokenizer):
+            return evaluate_zero_shot(model, tokenizer, tasks, cfg.zero_shot_limit,
+                                      cfg.evaluation.batch_size)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     if evaluator is None:
@@ -250,18 +314,28 @@ def run_compare(cfg: CompareConfig, evaluator=None, progress: bool = True,
     rows = [{**base, "method": "dense", "pattern": "-", "sparsity": 0.0, "ppl": dense["ppl"],
              "achieved_sparsity": 0.0, "prune_s": 0.0, "features_s": 0.0, "error": None,
              "options": {}, "tree": None, "forward_s": time.perf_counter() - t}]
+    if zero_shot is not None:
+        rows[0]["zero_shot"] = zero_shot(evaluator.model, evaluator.lm.tokenizer)
     result = {"config": cfg.to_dict(), "notes": notes, "rows": rows,
               "pruned_modules": evaluator.pruned_modules(), **code_version(),
               "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    log(f"dense PPL {dense['ppl']:.3f}")
+    log(f"dense PPL {dense['ppl']:.3f}" + "".join(
+        f" | {t} {fmt_acc(r)}" for t, r in rows[0].get("zero_shot", {}).items()))
     rows += _included(cfg)[0]
     bar = tqdm(runs, desc="compare", disable=not progress)
     for method, pattern, s in bar:
         bar.set_postfix_str(f"{method.name} {pattern} {s:g}")
-        row = run_one(evaluator, method, pattern, s, ev, cfg.options.get(method.name, {}), base)
+        row = run_one(evaluator, method, pattern, s, ev, cfg.options.get(method.name, {}), base,
+                      zero_shot)
         rows.append(row)
         msg = f"PPL {row['ppl']:.3f}" if row["error"] is None else f"ERROR {row['error']}"
+        msg += "".join(f" | {t} {fmt_acc(r)}" for t, r in row.get("zero_shot", {}).items())
         log(f"{method.name:>16} {str(pattern):>12} {s:<5g} {msg}")
         result["files"] = write_reports(result, out, final=False)
     result["files"] = write_reports(result, out, final=True)
     return result
+
+
+from .callable_module import make_callable  # noqa: E402
+
+make_callable(__name__, "compare")  # gpsearch.compare(cfg) is gpsearch.api.compare(cfg)

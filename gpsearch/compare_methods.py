@@ -20,6 +20,8 @@ fine-tune every parameter (tiers) snapshot the model and ``cleanup`` puts it bac
 from __future__ import annotations
 
 import copy
+import dataclasses
+import inspect
 from pathlib import Path
 
 import torch
@@ -28,6 +30,46 @@ from .models import LoadedModel, prunable_linears
 
 EXAMPLE_SCHEDULE = Path(__file__).resolve().parent.parent / "schedules" / "tiers_example.csv"
 _STASH: dict[int, dict] = {}  # id(evaluator) -> what cleanup puts back
+
+
+def knob_names(fn, skip=()) -> frozenset:
+    """The keyword parameters of ``fn`` after (evaluator / lm, sparsity, pattern ...), minus
+    ``skip``: the options a method accepts, read from its signature so they cannot drift."""
+    fixed = {"evaluator", "lm", "sparsity", "pattern", "calib", "ratio", "importance", "model",
+             "n_remove", "self"}
+    return frozenset(n for n, p in inspect.signature(fn).parameters.items()
+                     if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+                     and n not in fixed and n not in set(skip))
+
+
+def _fields(cls, skip=()) -> set:
+    return {f.name for f in dataclasses.fields(cls)} - set(skip)
+
+
+# IterativeConfig fields that the comparison fixes (one model, one calibration config)
+_ITERATIVE_FIXED = {"model", "target_sparsity", "data", "nsamples", "seqlen", "calib_seed",
+                    "calib_batch_size", "dtype", "device"}
+
+
+def _iterative(evaluator, sparsity, pattern, **knobs):
+    """Seed 000: prune a fraction of the remaining weights, fine-tune, repeat, up to ``sparsity``;
+    per-round perplexity on ``eval_split`` (``max_windows``) in a temporary run directory."""
+    import tempfile
+
+    from .baselines.iterative import IterativeConfig, run_iterative
+
+    _STASH.setdefault(id(evaluator), {})["state"] = {
+        n: p.detach().clone() for n, p in evaluator.model.named_parameters()}
+    c = evaluator.calib
+    cfg = IterativeConfig(**{"eval_split": "validation", "max_windows": 8, **knobs,
+                             "model": evaluator.lm.spec, "target_sparsity": sparsity,
+                             "data": c.data, "nsamples": c.nsamples, "seqlen": c.seqlen,
+                             "calib_seed": c.seed, "calib_batch_size": c.batch_size})
+    with tempfile.TemporaryDirectory() as tmp:
+        state = run_iterative(cfg, save_dir=tmp, evaluator=evaluator, progress=False,
+                              log=lambda s: None)
+    hist = [{k: v for k, v in h.items() if k != "train"} for h in state["history"]]
+    return {"rounds": len(hist), "history": hist, "iterative": cfg.to_dict()}
 
 
 def _linear_weights(model) -> int:
@@ -126,8 +168,12 @@ def lora_variant(base):
             base.cleanup(evaluator)
         cleanup(evaluator)
 
+    from .recovery.lora import LoraSettings
+
+    knobs = (None if base.knobs is None else
+             base.knobs | {f"lora_{n}" for n in _fields(LoraSettings)})
     return Method(f"{base.name}+lora", fn, f"{base.help}; then LoRA recovery (zeros kept)",
-                  base.kinds, base.prepare, both, base.tree)
+                  base.kinds, base.prepare, both, base.tree, knobs)
 
 
 def _need_g(evaluator):
@@ -135,15 +181,25 @@ def _need_g(evaluator):
 
 
 def register_methods(register) -> None:
-    """Add this module's methods with ``compare.register(name, fn, help, kinds, prepare, cleanup)``."""
+    """Add this module's methods with ``compare.register(name, fn, help, kinds, prepare,
+    cleanup, knobs)``."""
+    from .baselines.finetune import FinetuneConfig
+    from .baselines.iterative import IterativeConfig
+    from .structured.slimgpt import slimgpt
+    from .structured.width import width_prune
+
     un = ("unstructured",)
+    width_knobs = knob_names(width_prune) | {"pruning_ratio"}
+    register("iterative", _iterative, "prune a fraction of the remaining weights + masked "
+             "fine-tuning, repeated up to the sparsity (seed 000)", un, None, cleanup,
+             _fields(IterativeConfig, _ITERATIVE_FIXED))
     register("tiers", _tiers, "progressive three-tier blocks (dense/2:4/top-k) + masked fine-tuning",
-             un, None, cleanup)
+             un, None, cleanup, knob_names(_tiers) | _fields(FinetuneConfig))
     register("shortgpt", _structured(_shortgpt), "remove the lowest Block Influence layers", un,
-             None, cleanup)
+             None, cleanup, knob_names(_shortgpt))
     register("width-taylor", _structured(_width("taylor")), "attention groups + MLP channels, "
-             "Taylor |W|*G importance, global ranking", un, _need_g, cleanup)
+             "Taylor |W|*G importance, global ranking", un, _need_g, cleanup, width_knobs)
     register("width-wanda", _structured(_width("wanda")), "attention groups + MLP channels, "
-             "Wanda |W|*sqrt(X) importance, global ranking", un, None, cleanup)
+             "Wanda |W|*sqrt(X) importance, global ranking", un, None, cleanup, width_knobs)
     register("slimgpt", _structured(_slimgpt), "structured OBS on o_proj/down_proj inputs", un,
-             None, cleanup)
+             None, cleanup, knob_names(slimgpt) | {"pruning_ratio"})

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 CSV_FIELDS = ("method", "pattern", "sparsity", "ppl", "achieved_sparsity", "prune_s", "features_s",
-              "error", "model", "tree", "options")
+              "error", "model", "tree", "recipe", "options")
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -35,16 +35,42 @@ def _finite(obj):
 def csv_text(rows: list[dict]) -> str:
     calib_keys = list(rows[0]["calibration"]) if rows else []
     eval_keys = list(rows[0]["evaluation"]) if rows else []
-    header = list(CSV_FIELDS) + [f"calib_{k}" for k in calib_keys] + [f"eval_{k}" for k in eval_keys]
+    tasks = zero_shot_tasks(rows)
+    zs = [(t, k) for t in tasks for k in ("acc", "acc_stderr", "n")]
+    header = (list(CSV_FIELDS) + [f"zs_{t}_{k}" for t, k in zs] + [f"calib_{k}" for k in calib_keys]
+              + [f"eval_{k}" for k in eval_keys])
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(header)
     for r in rows:
         base = [json.dumps(r.get(k) or {}, sort_keys=True) if k == "options" else
                 ("" if r.get(k) is None else r.get(k)) for k in CSV_FIELDS]
-        w.writerow(base + [r["calibration"].get(k, "") for k in calib_keys]
+        accs = [(r.get("zero_shot") or {}).get(t, {}).get(k, "") for t, k in zs]
+        w.writerow(base + accs + [r["calibration"].get(k, "") for k in calib_keys]
                    + [r["evaluation"].get(k, "") for k in eval_keys])
     return buf.getvalue()
+
+
+def zero_shot_tasks(rows: list[dict]) -> list[str]:
+    return list(dict.fromkeys(t for r in rows for t in (r.get("zero_shot") or {})))
+
+
+def zero_shot_lines(rows: list[dict]) -> list[str]:
+    """'## Zero-shot accuracy': one row per run, accuracy ± standard error per task."""
+    from .zeroshot import fmt_acc
+
+    tasks = zero_shot_tasks(rows)
+    if not tasks:
+        return []
+    n = {t: max((r.get("zero_shot") or {}).get(t, {}).get("n", 0) for r in rows) for t in tasks}
+    lines = ["", "## Zero-shot accuracy (lm-eval, accuracy ± standard error)", "",
+             "| method | pattern | sparsity | " + " | ".join(f"{t} (n={n[t]})" for t in tasks)
+             + " |", "|---|---|---:|" + "---:|" * len(tasks)]
+    for r in rows:
+        zs = r.get("zero_shot") or {}
+        lines.append(f"| {r['method']} | {r['pattern']} | {r['sparsity']:g} | "
+                     + " | ".join(fmt_acc(zs.get(t)) for t in tasks) + " |")
+    return lines
 
 
 def _ppl(x) -> str:
@@ -93,6 +119,10 @@ def markdown_text(result: dict, final: bool) -> str:
         lines.append(f"| {r['method']} | {r['pattern']} | {r['sparsity']:g} | {_ppl(r['ppl'])} | "
                      f"{_num(r['achieved_sparsity'], '.4f')} | {_num(r['prune_s'], '.1f')} | "
                      f"{_num(r['features_s'], '.1f')} | {err} |")
+    lines += zero_shot_lines(rows)
+    recipes = {r["method"]: r["recipe"] for r in rows if r.get("recipe")}
+    if recipes:
+        lines += ["", "## Recipes", ""] + [f"- {m}: `{p}`" for m, p in recipes.items()]
     trees = {r["method"]: r["tree"] for r in rows if r.get("tree")}
     if trees:
         lines += ["", "## Trees", ""] + [f"- {m}: `{t}`" for m, t in trees.items()]
@@ -105,33 +135,10 @@ def markdown_text(result: dict, final: bool) -> str:
 
 
 def plot(rows: list[dict], path: Path) -> bool:
-    """PPL versus sparsity, one line per (method, pattern), log scale; False if nothing to plot."""
-    import matplotlib
+    """PPL versus sparsity (``gpsearch.plots``); False if nothing to plot."""
+    from .plots import plot_ppl_vs_sparsity
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    series: dict[str, list[tuple[float, float]]] = {}
-    for r in rows[1:]:
-        if r["ppl"] is not None and math.isfinite(r["ppl"]):
-            series.setdefault(f"{r['method']} ({r['pattern']})", []).append((r["sparsity"], r["ppl"]))
-    if not series:
-        return False
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for label, pts in series.items():
-        pts.sort()
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
-    ax.axhline(rows[0]["ppl"], color="gray", linestyle="--", label="dense")
-    ax.set_yscale("log")
-    ax.set_xlabel("sparsity (fraction of weights set to zero)")
-    ax.set_ylabel(f"perplexity ({rows[0]['evaluation']['split']}, seqlen "
-                  f"{rows[0]['evaluation']['seqlen']})")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True
+    return plot_ppl_vs_sparsity(rows, path) is not None
 
 
 def write_reports(result: dict, out: Path, final: bool = True) -> dict:

@@ -59,3 +59,13 @@ def write_json(path: str | Path, obj) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
     os.replace(tmp, path)
+
+
+def add_zero_shot_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--eval-zero-shot", default=None, metavar="TASKS",
+                   help="zero-shot accuracy through lm-eval on the pruned model in memory, "
+                        "comma-separated: wiki_lastword (embedded, offline: last word of the "
+                        "wiki TEST articles) or lm-eval tasks from the hub (boolq, rte, hellaswag, "
+                        "winogrande, arc_easy, arc_challenge, openbookqa)")
+    p.add_argument("--zero-shot-limit", type=int, default=None, metavar="N",
+                   help="at most N examples per zero-shot task (default: all)")

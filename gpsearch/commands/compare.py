@@ -1,22 +1,27 @@
 """Compare pruning methods under ONE calibration configuration, scored on the TEST split:
-magnitude (per matrix), magnitude-row, wanda, wanda-variant, sparsegpt, or any metric tree
-(trees/NAME.json, a bare name such as pruner_zero, a run's best_tree.json, a prefix expression).
+magnitude (per matrix), magnitude-row, wanda, wanda-variant, sparsegpt, the seed systems, any
+metric tree (trees/NAME.json, a bare name such as pruner_zero, a run's best_tree.json, a prefix
+expression), or baseline recipes (baselines/NAME.yaml, or the folder baselines/ for all).
 Writes results.md / results.csv / results.json (+ ppl_vs_sparsity.png for several sparsities) to
---out. Sparsity is the fraction of weights set to zero; N:M patterns run only at sparsity N/M."""
+--out. Sparsity is the fraction of weights set to zero; N:M patterns run only at sparsity N/M.
+(The Python function: ``gpsearch.compare``.)"""
 
 from __future__ import annotations
 
 import argparse
 import time
 
-from ..compare import METHODS, CompareConfig, parse_sparsities, plan, run_compare, split_list
+from ..compare import METHODS, CompareConfig, parse_sparsities, split_list
 from ..errors import UserError
-from .common import add_calib_args, add_model_args, calib_from, eval_from
+from .common import add_calib_args, add_model_args, add_zero_shot_args, calib_from, eval_from
+
+D = CompareConfig()  # the defaults of the Python API are the CLI's
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--methods", default="magnitude,wanda,sparsegpt",
-                   help=f"comma-separated: {', '.join(METHODS)}, or metric tree specs")
+    p.add_argument("--methods", default=",".join(D.methods),
+                   help=f"comma-separated: {', '.join(METHODS)}, metric tree specs, or recipes "
+                        "(baselines/NAME.yaml, or a folder of them such as baselines/)")
     p.add_argument("--pattern", default="unstructured",
                    help="comma-separated patterns: unstructured, 2:4, 4:8, ...")
     p.add_argument("--sparsity", default="0.5",
@@ -25,11 +30,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tree-features", default="sequential", choices=("sequential", "dense"),
                    help="statistics for tree methods: block by block through the pruned blocks "
                         "(default, as Wanda/Pruner-Zero) or once from the dense model")
-    p.add_argument("--blocksize", type=int, default=128, help="SparseGPT lazy batch of columns")
-    p.add_argument("--mask-blocksize", type=int, default=128,
-                   help="SparseGPT adaptive mask block Bs (columns)")
-    p.add_argument("--percdamp", type=float, default=0.01,
-                   help="SparseGPT damping, as a fraction of the mean Hessian diagonal")
+    p.add_argument("--blocksize", type=int, default=None,
+                   help="SparseGPT lazy batch of columns (default 128)")
+    p.add_argument("--mask-blocksize", type=int, default=None,
+                   help="SparseGPT adaptive mask block Bs in columns (default 128)")
+    p.add_argument("--percdamp", type=float, default=None,
+                   help="SparseGPT damping, a fraction of the mean Hessian diagonal (default 0.01)")
     p.add_argument("--option", action="append", default=[], metavar="METHOD.KEY=VALUE",
                    help="a knob of one method, repeatable: e.g. tiers.max_steps=20, "
                         "shortgpt.n_remove_layers=6, wanda+lora.lora_max_steps=50 (see "
@@ -41,6 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="include such rows anyway, marked [mixed] (seed 002: not comparable)")
     add_model_args(p)
     add_calib_args(p)
+    add_zero_shot_args(p)
 
 
 def _value(text: str):
@@ -74,9 +81,10 @@ def parse_options(items: list[str]) -> dict:
 def config_from(args) -> CompareConfig:
     methods = split_list(args.methods, "method")
     options = parse_options(args.option)
-    if "sparsegpt" in methods:
-        options["sparsegpt"] = {"blocksize": args.blocksize, "mask_blocksize": args.mask_blocksize,
-                                "percdamp": args.percdamp, **options.get("sparsegpt", {})}
+    given = {k: v for k, v in (("blocksize", args.blocksize), ("mask_blocksize",
+             args.mask_blocksize), ("percdamp", args.percdamp)) if v is not None}
+    if given and "sparsegpt" in methods:  # explicit flags only: a recipe's knobs stay otherwise
+        options["sparsegpt"] = {**given, **options.get("sparsegpt", {})}
     return CompareConfig(
         methods=methods, patterns=split_list(args.pattern, "pattern"),
         sparsities=parse_sparsities(args.sparsity),
@@ -84,13 +92,14 @@ def config_from(args) -> CompareConfig:
         model=args.model, calib=calib_from(args), evaluation=eval_from(args, "test"),
         dtype=args.dtype, device=args.device, cache_dir=args.cache_dir,
         tree_features=args.tree_features, options=options, include=list(args.include),
-        allow_mixed=args.allow_mixed_calibration)
+        allow_mixed=args.allow_mixed_calibration, zero_shot=args.eval_zero_shot or [],
+        zero_shot_limit=args.zero_shot_limit)
 
 
 def run(args) -> int:
-    cfg = config_from(args)
-    plan(cfg)  # every input error surfaces here, before the model is loaded
-    result = run_compare(cfg)
+    from ..api import compare
+
+    result = compare(config_from(args))  # input errors surface before the model is loaded
     failed = [r for r in result["rows"] if r["error"]]
     print(open(result["files"]["md"], encoding="utf-8").read())
     print("files: " + ", ".join(result["files"].values()))

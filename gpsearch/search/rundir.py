@@ -7,7 +7,7 @@
                       seconds
     hall_of_fame.csv  the best distinct trees evaluated so far
     best_tree.json    the best tree in the Pruner-Zero JSON format
-    progress.png      best and median fitness per generation
+    progress.png      fitness vs the best seed per evaluation (gpsearch.plots)
     summary.md        written by the search command at the end
 """
 
@@ -126,27 +126,10 @@ class RunDir:
         return path
 
     def write_progress(self, logbook: list[dict]) -> Path:
-        """progress.png: best and median fitness (log scale) per generation."""
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
+        """progress.png: fitness relative to the best seed per evaluation (``gpsearch.plots``)."""
+        from ..plots import plot_progress
 
-        gens = [r["gen"] for r in logbook]
-        fig = Figure(figsize=(6, 3.6))
-        FigureCanvasAgg(fig)
-        ax = fig.add_subplot(1, 1, 1)
-        ax.plot(gens, [r["best"] for r in logbook], "o-", label="best")
-        ax.plot(gens, [r["median"] for r in logbook], "s--", label="median")
-        ax.set_yscale("log")
-        ax.set_xlabel("generation")
-        ax.set_ylabel("fitness (validation perplexity)")
-        ax.grid(True, alpha=0.3)
-        ax.legend()
-        fig.subplots_adjust(left=0.13, right=0.97, top=0.95, bottom=0.15)  # tight_layout: 1 s
-        path = self.file("progress.png")
-        tmp = path.with_name("progress.tmp.png")
-        fig.savefig(tmp, dpi=100)
-        os.replace(tmp, path)
-        return path
+        return plot_progress(self.file("log.jsonl"), self.file("progress.png"))
 
     def write_json(self, name: str, obj) -> Path:
         _write_text(self.file(name), json.dumps(obj, indent=2, default=str) + "\n")
