@@ -16,7 +16,9 @@ from .common import add_calib_args, add_model_args, calib_from, eval_from
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--methods", default="magnitude,wanda,sparsegpt",
-                   help=f"comma-separated: {', '.join(METHODS)}, or metric tree specs")
+                   help=f"comma-separated: {', '.join(METHODS)}, or metric tree specs; "
+                        "METHOD+recon (mask, then least-squares weights), sparsegpt:TREE "
+                        "(the tree ranks SparseGPT's mask selection), METHOD+lora")
     p.add_argument("--pattern", default="unstructured",
                    help="comma-separated patterns: unstructured, 2:4, 4:8, ...")
     p.add_argument("--sparsity", default="0.5",
@@ -74,9 +76,15 @@ def parse_options(items: list[str]) -> dict:
 def config_from(args) -> CompareConfig:
     methods = split_list(args.methods, "method")
     options = parse_options(args.option)
-    if "sparsegpt" in methods:
-        options["sparsegpt"] = {"blocksize": args.blocksize, "mask_blocksize": args.mask_blocksize,
-                                "percdamp": args.percdamp, **options.get("sparsegpt", {})}
+    for m in methods:  # SparseGPT's knobs reach plain sparsegpt and every sparsegpt:TREE
+        if m == "sparsegpt" or m.startswith("sparsegpt:"):
+            options[m] = {"blocksize": args.blocksize, "mask_blocksize": args.mask_blocksize,
+                          "percdamp": args.percdamp, **options.get(m, {})}
+    metric = options.get("sparsegpt", {}).get("metric")
+    if metric is not None:  # a bad tree is a one-line error now, not a failed row later
+        from ..tree import load_tree
+
+        load_tree(str(metric))
     return CompareConfig(
         methods=methods, patterns=split_list(args.pattern, "pattern"),
         sparsities=parse_sparsities(args.sparsity),

@@ -1,0 +1,100 @@
+"""Weight-update methods of ``gpsearch compare``: ``METHOD+recon`` and ``sparsegpt:TREE``.
+
+- ``METHOD+recon`` (any mask-only method: magnitude, magnitude-row, wanda, wanda-variant, any
+  metric tree, sparsegpt's mask too): the method prunes, then its mask (the zeros it wrote) is
+  kept and the remaining weights of every linear are reconstructed by damped least squares,
+  block-sequentially (``baselines.recon``). Options prefixed ``recon_`` (``recon_max_iter``,
+  ``recon_solver``, ``recon_percdamp``, ``recon_tol``) go to the reconstruction, the rest to the
+  method. Methods that change shapes or fine-tune (structured ones, tiers, ``+lora``) are refused.
+- ``sparsegpt:TREE`` (TREE: a file, a name in trees/ or a prefix expression): SparseGPT with the
+  tree ranking its adaptive mask selection (``baselines.sparsegpt_metric``); the same as
+  ``sparsegpt`` with ``--option sparsegpt.metric=TREE``. Knobs: blocksize, mask_blocksize,
+  percdamp.
+``weight_update_methods`` / ``weight_update_rows`` give a search report both rows per tree.
+"""
+
+from __future__ import annotations
+
+from .errors import UserError
+
+NOT_MASK_ONLY = frozenset({"tiers", "shortgpt", "width-taylor", "width-wanda", "slimgpt"})
+SPARSEGPT_PREFIX = "sparsegpt:"
+RECON_SUFFIX = "+recon"
+
+
+def recon_variant(base):
+    """``<base>+recon``: the base method's mask, then least-squares reconstruction."""
+    from .compare import Method
+
+    if base.name in NOT_MASK_ONLY or base.name.endswith(("+lora", RECON_SUFFIX)):
+        raise UserError(f"{base.name}{RECON_SUFFIX}: reconstruction needs a mask-only method "
+                        f"(not a structured, fine-tuning or already updated one)")
+
+    def fn(evaluator, sparsity, pattern, **options):
+        from .baselines.recon import RECON_KNOBS, check_recon_options, prune_then_reconstruct
+
+        recon = {k[6:]: v for k, v in options.items() if k.startswith("recon_")}
+        unknown = set(recon) - set(RECON_KNOBS)
+        if unknown:
+            raise UserError(f"unknown recon option(s) {', '.join(sorted(unknown))}; "
+                            f"known: {', '.join(RECON_KNOBS)}")
+        check_recon_options(**recon)
+        rest = {k: v for k, v in options.items() if not k.startswith("recon_")}
+        return prune_then_reconstruct(evaluator, lambda: base.fn(evaluator, sparsity, pattern,
+                                                                 **rest), **recon)
+
+    return Method(f"{base.name}{RECON_SUFFIX}", fn,
+                  f"{base.help}; then least-squares reconstruction of the kept weights",
+                  base.kinds, base.prepare, base.cleanup, base.tree)
+
+
+def sparsegpt_tree_method(spec: str):
+    """``sparsegpt:TREE``: SparseGPT whose mask selection ranks by the tree."""
+    from .baselines.sparsegpt import prune_sparsegpt
+    from .compare import Method
+    from .tree import load_tree, terminals_used, to_prefix
+
+    text = spec[len(SPARSEGPT_PREFIX):].strip()
+    if not text:
+        raise UserError(f"{spec!r}: give a tree after '{SPARSEGPT_PREFIX}', e.g. "
+                        f"'sparsegpt:mul(W, sqrt(X))'")
+    tree = load_tree(text)
+    needed = terminals_used(tree)
+
+    def fn(evaluator, sparsity, pattern, **options):
+        if "metric" in options:
+            raise UserError(f"{spec}: the metric is already given in the method name")
+        return prune_sparsegpt(evaluator, sparsity, pattern, metric=tree, **options)
+
+    def prepare(evaluator):
+        if "G" in needed:
+            evaluator.features.get("G")
+
+    return Method(spec, fn, f"SparseGPT with mask selection by {to_prefix(tree)}",
+                  prepare=prepare, tree=to_prefix(tree))
+
+
+def weight_update_methods(trees: list[str]) -> list[str]:
+    """Method specs for each tree (file, name or expression): its mask with reconstruction,
+    and the tree inside SparseGPT: ``[TREE+recon, sparsegpt:TREE, ...]``."""
+    out = []
+    for t in trees:
+        out += [f"{t}{RECON_SUFFIX}", f"{SPARSEGPT_PREFIX}{t}"]
+    return out
+
+
+def weight_update_rows(evaluator, trees: list[str], sparsity: float, pattern, ev,
+                       options: dict | None = None, features: str = "sequential") -> list[dict]:
+    """Compare rows (as ``compare.run_one`` writes them, TEST split ``ev``) of every method of
+    ``weight_update_methods(trees)`` on ``evaluator``; the model is restored after each row.
+    ``options``: {method spec: {knob: value}} as in CompareConfig.options."""
+    from .compare import resolve_method, run_one
+
+    options = options or {}
+    base = {"model": evaluator.lm.spec, "calibration": evaluator.calib.to_dict(),
+            "evaluation": ev.to_dict()}
+    rows = []
+    for spec in weight_update_methods(trees):
+        method = resolve_method(spec, features)
+        rows.append(run_one(evaluator, method, pattern, sparsity, ev, options.get(spec, {}), base))
+    return rows
