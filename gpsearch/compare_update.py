@@ -98,3 +98,53 @@ def weight_update_rows(evaluator, trees: list[str], sparsity: float, pattern, ev
         method = resolve_method(spec, features)
         rows.append(run_one(evaluator, method, pattern, sparsity, ev, options.get(spec, {}), base))
     return rows
+
+
+UPDATES = ("none", "recon", "sparsegpt")
+
+
+def evaluate_with_update(evaluator, tree, sparsity: float, pattern, ev, features: str = "dense",
+                         update: str = "recon", per_layer: bool = False, keep: bool = False,
+                         recon: dict | None = None) -> dict:
+    """``Evaluator.evaluate`` with a weight update (``gpsearch prune --update``): ``recon`` =
+    the tree's mask (``features`` mode) then least-squares reconstruction; ``sparsegpt`` = the
+    tree ranking SparseGPT's mask selection. Same record, plus ``update`` and its info."""
+    import time
+
+    from .baselines.recon import prune_then_reconstruct
+    from .baselines.sparsegpt import prune_sparsegpt
+    from .tree import to_prefix
+
+    if update not in UPDATES[1:]:
+        raise UserError(f"unknown weight update {update!r}; choose {', '.join(UPDATES)}")
+    try:
+        t0 = time.perf_counter()
+        if update == "recon":
+            def mask_only():
+                evaluator.prune(tree, sparsity, pattern, mode=features)
+                return {"mask_timings": dict(evaluator.timings)}
+
+            info = prune_then_reconstruct(evaluator, mask_only, **(recon or {}))
+        else:
+            info = prune_sparsegpt(evaluator, sparsity, pattern, metric=tree)
+            features = "sequential"
+        prune_s = time.perf_counter() - t0
+        counts = evaluator.layer_counts()
+        t1 = time.perf_counter()
+        ppl = evaluator.perplexity(ev)
+        forward_s = time.perf_counter() - t1
+    finally:
+        if not keep:
+            evaluator.restore()
+    zeros, total = sum(z for z, _ in counts.values()), sum(t for _, t in counts.values())
+    info.pop("calibration", None)
+    rec = {"model": evaluator.lm.spec, "tree": to_prefix(tree), "sparsity": sparsity,
+           "pattern": str(pattern), "scope": pattern.scope, "features": features,
+           "update": update, "update_info": info, "achieved_sparsity": zeros / total,
+           "ppl": ppl["ppl"],
+           "evaluation": {**ev.to_dict(), "windows": ppl["windows"], "tokens": ppl["tokens"]},
+           "calibration": evaluator.calib.to_dict(), "pruned_modules": evaluator.pruned_modules(),
+           "n_pruned_linears": len(counts), "timings": {"prune_s": prune_s, "forward_s": forward_s}}
+    if per_layer:
+        rec["per_layer"] = {n: z / t for n, (z, t) in counts.items()}
+    return rec

@@ -24,6 +24,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--features", default="dense", choices=("dense", "sequential"),
                    help="dense: statistics from the dense model once (fast); sequential: block by "
                         "block through the already pruned blocks (Wanda/Pruner-Zero faithful)")
+    p.add_argument("--update", default="none", choices=("none", "recon", "sparsegpt"),
+                   help="weight update: none (mask only); recon (the tree's mask, then damped "
+                        "least-squares reconstruction of the kept weights, block-sequential); "
+                        "sparsegpt (the tree ranks SparseGPT's adaptive mask selection, OBS "
+                        "updates; unstructured per mask block, so --scope does not apply)")
+    p.add_argument("--recon-max-iter", type=int, default=20,
+                   help="--update recon: conjugate-gradient iterations per linear")
     add_model_args(p)
     add_calib_args(p)
     p.add_argument("--dense-ppl", action="store_true", help="also measure the dense perplexity")
@@ -38,17 +45,28 @@ def run(args) -> int:
     sparsity = check_sparsity(args.sparsity)
     pattern = parse_pattern(args.pattern, sparsity, args.scope)
     tree = load_tree(args.tree)
+    if args.recon_max_iter < 1:
+        from ..errors import UserError
+
+        raise UserError(f"--recon-max-iter must be >= 1, got {args.recon_max_iter}")
     calib, ev = calib_from(args), eval_from(args, "test")
     check_save_dir(args.save)
     print(f"tree: {to_prefix(tree)}")
     print(f"model: {args.model}  sparsity: {sparsity:g} (fraction zeroed)  pattern: {pattern}  "
-          f"scope: {pattern.scope}  features: {args.features}")
+          f"scope: {pattern.scope}  features: {args.features}  update: {args.update}")
     print(f"calibration: {calib.to_dict()}")
     t0 = time.perf_counter()
     evaluator = Evaluator(args.model, calib, args.dtype, args.device, args.cache_dir, progress=True)
     dense = evaluator.perplexity(ev) if args.dense_ppl else None
-    rec = evaluator.evaluate(tree, sparsity, pattern, ev, args.features,
-                             per_layer=args.per_layer, keep=bool(args.save))
+    if args.update == "none":
+        rec = evaluator.evaluate(tree, sparsity, pattern, ev, args.features,
+                                 per_layer=args.per_layer, keep=bool(args.save))
+    else:
+        from ..compare_update import evaluate_with_update
+
+        rec = evaluate_with_update(evaluator, tree, sparsity, pattern, ev, args.features,
+                                   args.update, args.per_layer, bool(args.save),
+                                   {"max_iter": args.recon_max_iter})
     rec.update(gpsearch_version=__version__, command="prune", wall_s=time.perf_counter() - t0,
                created=time.strftime("%Y-%m-%dT%H:%M:%S"))
     if dense:
