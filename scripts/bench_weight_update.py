@@ -31,8 +31,9 @@ from gpsearch.masks import parse_pattern  # noqa: E402
 
 BEST = "add(mul(W, sqrt(X)), zsn(mul(mul(W, sqrt(sqrt(X))), G)))"
 DEFAULT_RUNS = [f"{m}@{p}" for p in ("unstructured", "2:4") for m in (
-    "wanda+recon", f"sparsegpt:{BEST}", f"{BEST}+recon")] + [
-    f"{m}@{p}" for p in ("unstructured", "2:4") for m in ("sparsegpt:wanda", "wanda", "sparsegpt", BEST)]
+    "mul(W, sqrt(X))+recon", f"{BEST}+recon")] + [
+    f"{m}@{p}" for p in ("unstructured", "2:4") for m in (f"sparsegpt:{BEST}", "sparsegpt:wanda")] + [
+    f"{m}@{p}" for p in ("unstructured", "2:4") for m in ("wanda+recon", "sparsegpt", BEST)]
 
 
 def _commit() -> str:
@@ -63,15 +64,17 @@ def main() -> None:
     ap.add_argument("--max-windows", type=int, default=64)
     ap.add_argument("--out", default="bench/weight_update")
     ap.add_argument("--include", default="bench/compare_embedded/results.json")
+    ap.add_argument("--tree-features", default="dense", choices=("dense", "sequential"),
+                    help="statistics of the tree masks (dense: once from the dense model, fast)")
     args = ap.parse_args()
     from gpsearch.evaluator import Evaluator
 
     calib = CalibConfig(nsamples=128, seqlen=256)
     ev = EvalConfig(split="test", seqlen=256, max_windows=args.max_windows)
     runs = [(m, parse_pattern(p, 0.5)) for m, _, p in (r.rpartition("@") for r in args.runs)]
-    methods = {m: resolve_method(m) for m, _ in runs}  # every spec checked before any work
+    methods = {m: resolve_method(m, args.tree_features) for m, _ in runs}  # every spec checked before any work
     out = Path(args.out)
-    result = {"commit": _commit(), "model": args.model, "calibration": calib.to_dict(),
+    result = {"commit": _commit(), "model": args.model, "tree_features": args.tree_features, "calibration": calib.to_dict(),
               "evaluation": ev.to_dict(), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
               "rows": []}
     if args.include and Path(args.include).is_file():
