@@ -96,7 +96,7 @@ def resolve_method(spec: str, features: str = "sequential") -> Method:
     if spec.endswith("+lora") and len(spec) > 5:  # any method, then LoRA recovery (zeros kept)
         return lora_variant(resolve_method(spec[:-5], features))
     if spec.endswith(RECON_SUFFIX) and len(spec) > len(RECON_SUFFIX):  # mask + least squares
-        return recon_variant(resolve_method(spec[:-len(RECON_SUFFIX)], features))
+        return recon_variant(resolve_method(spec[:-len(RECON_SUFFIX)], features), features)
     if spec.startswith(SPARSEGPT_PREFIX):  # a metric tree inside SparseGPT's mask selection
         return sparsegpt_tree_method(spec)
     try:

@@ -1,9 +1,11 @@
 """Weight-update methods of ``gpsearch compare``: ``METHOD+recon`` and ``sparsegpt:TREE``.
 
 - ``METHOD+recon`` (any mask-only method: magnitude, magnitude-row, wanda, wanda-variant, any
-  metric tree, sparsegpt's mask too): the method prunes, then its mask (the zeros it wrote) is
-  kept and the remaining weights of every linear are reconstructed by damped least squares,
-  block-sequentially (``baselines.recon``). Options prefixed ``recon_`` (``recon_max_iter``,
+  metric tree, sparsegpt's mask too): the remaining weights of every linear are reconstructed
+  by damped least squares under the method's mask, block-sequentially (``baselines.recon``).
+  Trees and wanda: mask and reconstruction in one flow (each block's mask from the pass that
+  gives its Hessians, so later blocks' statistics come from reconstructed blocks); other
+  methods prune first and are reconstructed on their zeros. Options prefixed ``recon_`` (``recon_max_iter``,
   ``recon_solver``, ``recon_percdamp``, ``recon_tol``) go to the reconstruction, the rest to the
   method. Methods that change shapes or fine-tune (structured ones, tiers, ``+lora``) are refused.
 - ``sparsegpt:TREE`` (TREE: a file, a name in trees/ or a prefix expression): SparseGPT with the
@@ -22,8 +24,14 @@ SPARSEGPT_PREFIX = "sparsegpt:"
 RECON_SUFFIX = "+recon"
 
 
-def recon_variant(base):
-    """``<base>+recon``: the base method's mask, then least-squares reconstruction."""
+TREE_ALIASES = {"wanda": "wanda"}  # registered methods that are exactly a tree (row scope)
+
+
+def recon_variant(base, features: str = "sequential"):
+    """``<base>+recon``: the base method's mask, then least-squares reconstruction. Metric trees
+    (and wanda) take the one-flow path (``tree_then_reconstruct``: the block's mask from the
+    same pass as its Hessians); every other mask-only method prunes first, then is
+    reconstructed on its zeros (``prune_then_reconstruct``)."""
     from .compare import Method
 
     if base.name in NOT_MASK_ONLY or base.name.endswith(("+lora", RECON_SUFFIX)):
@@ -40,8 +48,20 @@ def recon_variant(base):
                             f"known: {', '.join(RECON_KNOBS)}")
         check_recon_options(**recon)
         rest = {k: v for k, v in options.items() if not k.startswith("recon_")}
+        if tree is not None and not rest:
+            from .baselines.recon import tree_then_reconstruct
+
+            return tree_then_reconstruct(evaluator, tree, sparsity, pattern, mode, **recon)
         return prune_then_reconstruct(evaluator, lambda: base.fn(evaluator, sparsity, pattern,
                                                                  **rest), **recon)
+
+    tree, mode = None, "dense"
+    spec = base.tree if base.tree is not None else TREE_ALIASES.get(base.name)
+    if spec is not None and not base.name.startswith(SPARSEGPT_PREFIX):
+        from .tree import load_tree, terminals_used
+
+        tree = load_tree(spec)
+        mode = features if terminals_used(tree) & {"X", "S", "H"} else "dense"
 
     return Method(f"{base.name}{RECON_SUFFIX}", fn,
                   f"{base.help}; then least-squares reconstruction of the kept weights",
@@ -111,20 +131,17 @@ def evaluate_with_update(evaluator, tree, sparsity: float, pattern, ev, features
     tree ranking SparseGPT's mask selection. Same record, plus ``update`` and its info."""
     import time
 
-    from .baselines.recon import prune_then_reconstruct
+    from .baselines.recon import tree_then_reconstruct
     from .baselines.sparsegpt import prune_sparsegpt
-    from .tree import to_prefix
+    from .tree import terminals_used, to_prefix
 
     if update not in UPDATES[1:]:
         raise UserError(f"unknown weight update {update!r}; choose {', '.join(UPDATES)}")
     try:
         t0 = time.perf_counter()
         if update == "recon":
-            def mask_only():
-                evaluator.prune(tree, sparsity, pattern, mode=features)
-                return {"mask_timings": dict(evaluator.timings)}
-
-            info = prune_then_reconstruct(evaluator, mask_only, **(recon or {}))
+            mode = features if terminals_used(tree) & {"X", "S", "H"} else "dense"
+            info = tree_then_reconstruct(evaluator, tree, sparsity, pattern, mode, **(recon or {}))
         else:
             info = prune_sparsegpt(evaluator, sparsity, pattern, metric=tree)
             features = "sequential"
