@@ -31,9 +31,8 @@ from gpsearch.masks import parse_pattern  # noqa: E402
 
 BEST = "add(mul(W, sqrt(X)), zsn(mul(mul(W, sqrt(sqrt(X))), G)))"
 DEFAULT_RUNS = [f"{m}@{p}" for p in ("unstructured", "2:4") for m in (
-    "mul(W, sqrt(X))+recon", f"{BEST}+recon")] + [
-    f"{m}@{p}" for p in ("unstructured", "2:4") for m in (f"sparsegpt:{BEST}", "sparsegpt:wanda")] + [
-    f"{m}@{p}" for p in ("unstructured", "2:4") for m in ("wanda+recon", "sparsegpt", BEST)]
+    "wanda+recon", f"{BEST}+recon", f"sparsegpt:{BEST}")] + [
+    f"{m}@{p}" for p in ("unstructured", "2:4") for m in ("sparsegpt:wanda", "wanda", "sparsegpt")]
 
 
 def _commit() -> str:
@@ -64,8 +63,9 @@ def main() -> None:
     ap.add_argument("--max-windows", type=int, default=64)
     ap.add_argument("--out", default="bench/weight_update")
     ap.add_argument("--include", default="bench/compare_embedded/results.json")
-    ap.add_argument("--tree-features", default="dense", choices=("dense", "sequential"),
-                    help="statistics of the tree masks (dense: once from the dense model, fast)")
+    ap.add_argument("--tree-features", default="sequential", choices=("dense", "sequential"),
+                    help="statistics of the tree masks: block by block (default, as Wanda) or "
+                         "once from the dense model")
     args = ap.parse_args()
     from gpsearch.evaluator import Evaluator
 
