@@ -47,6 +47,8 @@ class PruneConfig:
     save_format: str = "hf"  # hf (dense from_pretrained directory) or compressed-tensors
     zero_shot: list = field(default_factory=list)  # lm-eval task names, e.g. ["wiki_lastword"]
     zero_shot_limit: int | None = None  # at most this many examples per task
+    update: str = "none"  # weight update: none, recon (least squares after the mask), sparsegpt
+    recon_max_iter: int = 20  # update recon: conjugate-gradient iterations per linear
 
 
 def _fields_of(cls) -> dict:
@@ -126,13 +128,17 @@ def prune(config: PruneConfig | None = None, evaluator=None, keep: bool = False,
     if cfg.features not in ("dense", "sequential"):
         raise UserError(f"unknown feature mode {cfg.features!r}; choose dense or sequential")
     tree = load_tree(cfg.tree)
+    if cfg.update not in ("none", "recon", "sparsegpt"):
+        raise UserError(f"unknown weight update {cfg.update!r}; choose none, recon or sparsegpt")
+    if cfg.recon_max_iter < 1:
+        raise UserError(f"--recon-max-iter must be >= 1, got {cfg.recon_max_iter}")
     check_save_dir(cfg.save)
     check_save_format(cfg.save_format)
     tasks = parse_tasks(cfg.zero_shot)
     check_tasks(tasks)  # unknown task / unreachable hub: before any model is loaded
     log(f"tree: {to_prefix(tree)}")
     log(f"model: {cfg.model}  sparsity: {sparsity:g} (fraction zeroed)  pattern: {pattern}  "
-        f"scope: {pattern.scope}  features: {cfg.features}")
+        f"scope: {pattern.scope}  features: {cfg.features}  update: {cfg.update}")
     t0 = time.perf_counter()
     if evaluator is None:
         from .evaluator import Evaluator
@@ -143,8 +149,15 @@ def prune(config: PruneConfig | None = None, evaluator=None, keep: bool = False,
     ev = cfg.evaluation
     dense = evaluator.perplexity(ev) if cfg.dense_ppl else None
     hold = bool(cfg.save or tasks or keep)
-    rec = evaluator.evaluate(tree, sparsity, pattern, ev, cfg.features, per_layer=cfg.per_layer,
-                             keep=hold)
+    if cfg.update == "none":
+        rec = evaluator.evaluate(tree, sparsity, pattern, ev, cfg.features,
+                                 per_layer=cfg.per_layer, keep=hold)
+    else:
+        from .compare_update import evaluate_with_update
+
+        rec = evaluate_with_update(evaluator, tree, sparsity, pattern, ev, cfg.features,
+                                   cfg.update, cfg.per_layer, hold,
+                                   {"max_iter": cfg.recon_max_iter})
     try:
         rec.update(gpsearch_version=__version__, command="prune", config=_config_dict(cfg),
                    created=time.strftime("%Y-%m-%dT%H:%M:%S"))

@@ -22,6 +22,8 @@ from .baselines.magnitude import prune_magnitude
 from .baselines.sparsegpt import prune_sparsegpt
 from .baselines.wanda import prune_wanda
 from .compare_methods import knob_names, lora_variant, register_methods
+from .compare_update import (RECON_SUFFIX, SPARSEGPT_PREFIX, recon_variant,
+                             sparsegpt_tree_method)
 from .config import CalibConfig, EvalConfig
 from .provenance import code_version
 from .errors import UserError
@@ -101,6 +103,10 @@ def resolve_method(spec: str, features: str = "sequential") -> Method:
         return METHODS[spec]
     if spec.endswith("+lora") and len(spec) > 5:  # any method, then LoRA recovery (zeros kept)
         return lora_variant(resolve_method(spec[:-5], features))
+    if spec.endswith(RECON_SUFFIX) and len(spec) > len(RECON_SUFFIX):  # mask + least squares
+        return recon_variant(resolve_method(spec[:-len(RECON_SUFFIX)], features), features)
+    if spec.startswith(SPARSEGPT_PREFIX):  # a metric tree inside SparseGPT's mask selection
+        return sparsegpt_tree_method(spec)
     try:
         return tree_method(spec, features)
     except UserError as e:

@@ -23,6 +23,7 @@ from torch import nn
 from ..blockwise import BlockInput, sequential_blocks
 from ..masks import Pattern
 from ..models import block_linears
+from ..stats import InputStats
 from .sparsegpt_math import HessianAccumulator, sparsegpt_prune
 
 
@@ -98,21 +99,34 @@ class SharedHessians:
 
 @torch.no_grad()
 def prune_linear(lin: nn.Linear, H: torch.Tensor, sparsity: float, pattern: Pattern,
-                 blocksize: int = 128, mask_blocksize: int = 128, percdamp: float = 0.01) -> None:
+                 blocksize: int = 128, mask_blocksize: int = 128, percdamp: float = 0.01,
+                 score_fn=None, score_window: int = 0) -> None:
     """SparseGPT one linear in place (computed in float32, stored back in the layer's dtype)."""
     n, m = (pattern.n, pattern.m) if pattern.kind == "nm" else (0, 0)
     new_w, _ = sparsegpt_prune(lin.weight.detach().float(), H.float(), sparsity,
                                prune_n=n, prune_m=m, blocksize=blocksize,
-                               mask_blocksize=mask_blocksize, percdamp=percdamp)
+                               mask_blocksize=mask_blocksize, percdamp=percdamp,
+                               score_fn=score_fn, score_window=score_window)
     lin.weight.copy_(new_w.to(lin.weight.dtype))
 
 
 def prune_sparsegpt(evaluator, sparsity: float, pattern: Pattern, blocksize: int = 128,
-                    mask_blocksize: int = 128, percdamp: float = 0.01) -> dict:
+                    mask_blocksize: int = 128, percdamp: float = 0.01, metric=None) -> dict:
     """Prune every prunable linear of ``evaluator.model`` in place with SparseGPT, block by block,
-    on the evaluator's calibration samples (its ``CalibConfig``). The caller restores."""
+    on the evaluator's calibration samples (its ``CalibConfig``). The caller restores.
+    ``metric`` (a tree spec or Node; see ``sparsegpt_metric``) replaces SparseGPT's saliency in
+    the mask selection; None keeps SparseGPT exactly as it is."""
     if blocksize < 1 or mask_blocksize < 1 or not percdamp > 0:
         raise ValueError("SparseGPT needs blocksize >= 1, mask_blocksize >= 1 and percdamp > 0")
+    tree = None
+    if metric is not None:
+        from ..tree import Node, load_tree, terminals_used
+        from .sparsegpt_metric import score_window, tree_score_fn
+
+        tree = metric if isinstance(metric, Node) else load_tree(str(metric))
+        needed = terminals_used(tree)
+        grads = evaluator.features.get("G") if "G" in needed else None
+        window = score_window(tree, mask_blocksize)
     times = {"hessian_s": 0.0, "solve_s": 0.0}
     shared_groups: list[list[str]] = []
 
@@ -120,11 +134,21 @@ def prune_sparsegpt(evaluator, sparsity: float, pattern: Pattern, blocksize: int
         linears = block_linears(block)
         t0 = time.perf_counter()
         hess = SharedHessians(linears)
-        feed_block(block, inputs, linears, hess.add)
+        xs = {n: InputStats(lin.in_features, device=lin.weight.device)
+              for n, lin in linears.items()} if tree is not None and needed & {"X", "S"} else None
+
+        def on_input(b, name, x):
+            hess.add(b, name, x)
+            if xs is not None:
+                xs[name].add(x)
+
+        feed_block(block, inputs, linears, on_input)
         t1 = time.perf_counter()
         for name, lin in linears.items():
+            fn = None if tree is None else tree_score_fn(
+                tree, xs[name].x if xs else None, grads[f"{i}.{name}"] if grads else None)
             prune_linear(lin, hess.hessian(name), sparsity, pattern, blocksize, mask_blocksize,
-                         percdamp)
+                         percdamp, fn, window if tree is not None else 0)
         times["hessian_s"] += t1 - t0
         times["solve_s"] += time.perf_counter() - t1
         if i == 0:
@@ -135,7 +159,8 @@ def prune_sparsegpt(evaluator, sparsity: float, pattern: Pattern, blocksize: int
         sequential_blocks(evaluator.model, evaluator.features.samples(), evaluator.calib.batch_size,
                           process, progress=evaluator.progress, desc="sparsegpt blocks")
     total = time.perf_counter() - t
-    return {"method": "sparsegpt", "blocksize": blocksize, "mask_blocksize": mask_blocksize,
+    extra = {} if tree is None else {"metric": str(tree)}
+    return {"method": "sparsegpt", **extra, "blocksize": blocksize, "mask_blocksize": mask_blocksize,
             "percdamp": percdamp, "calibration": evaluator.calib.to_dict(),
             "hessian_groups_block0": shared_groups, "prune_s": total,
             "timings": {**times, "forward_s": total - times["hessian_s"] - times["solve_s"]}}

@@ -18,8 +18,11 @@ restricted to the columns not yet visited. The scale of H does not matter to the
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
+
+ScoreFn = Callable[[torch.Tensor, int, int, torch.Tensor], torch.Tensor]
 
 
 class HessianAccumulator:
@@ -132,7 +135,8 @@ def _lowest_per_row(saliency: torch.Tensor, n: int) -> torch.Tensor:
 
 def sparsegpt_prune(weight: torch.Tensor, H: torch.Tensor, sparsity: float, prune_n: int = 0,
                     prune_m: int = 0, blocksize: int = 128, mask_blocksize: int = 128,
-                    percdamp: float = 0.01) -> tuple[torch.Tensor, torch.Tensor]:
+                    percdamp: float = 0.01, score_fn: ScoreFn | None = None,
+                    score_window: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """SparseGPT on one weight [out, in] with its input Hessian H [in, in].
 
     Returns (new_weight in weight's dtype, mask with True = pruned). Math in float32, or float64
@@ -146,7 +150,14 @@ def sparsegpt_prune(weight: torch.Tensor, H: torch.Tensor, sparsity: float, prun
     - N:M (prune_n, prune_m > 0): when column j with j % prune_m == 0 is reached, the prune_n
       lowest of columns j..j+prune_m-1 in each row are pruned.
     Columns are processed in lazy batches of ``blocksize``: OBS updates are applied inside the
-    batch at once and to the columns after it once per batch (same result, fewer matmuls)."""
+    batch at once and to the columns after it once per batch (same result, fewer matmuls).
+
+    ``score_fn`` replaces the saliency (None: the code path above, unchanged): at every mask
+    decision it gets ``(w, j0, j1, u_diag)`` with ``w`` the current (updated) weights of columns
+    j0..j1-1 (signed, [rows, j1 - j0]) and ``u_diag`` = U_jj of those columns, and returns a score
+    of w's shape (low = pruned first); only the group's columns of it are used. The window
+    starts at the group's first column and spans max(group, ``score_window``) columns (cut at
+    the matrix edge), so a score that normalises over its tensor sees more than M columns."""
     _check_args(weight, H, sparsity, prune_n, prune_m, blocksize, mask_blocksize)
     use64 = torch.float64 in (weight.dtype, H.dtype)
     dtype = torch.float64 if use64 else torch.float32
@@ -169,8 +180,13 @@ def sparsegpt_prune(weight: torch.Tensor, H: torch.Tensor, sparsity: float, prun
             j = i1 + i
             if j % group == 0:
                 g_end = min(j + group, cols)
-                wg = _current_columns(W, W1, Err1, U, i1, i2, j, g_end)
-                sal = wg.square() / u_diag[j:g_end].square()
+                if score_fn is None:
+                    wg = _current_columns(W, W1, Err1, U, i1, i2, j, g_end)
+                    sal = wg.square() / u_diag[j:g_end].square()
+                else:
+                    w_end = min(j + max(group, score_window), cols)
+                    wv = _current_columns(W, W1, Err1, U, i1, i2, j, w_end)
+                    sal = score_fn(wv, j, w_end, u_diag[j:w_end])[:, :g_end - j]
                 if nm:
                     mask[:, j:g_end] = _lowest_per_row(sal, prune_n)
                 else:

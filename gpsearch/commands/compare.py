@@ -20,8 +20,10 @@ D = CompareConfig()  # the defaults of the Python API are the CLI's
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--methods", default=",".join(D.methods),
-                   help=f"comma-separated: {', '.join(METHODS)}, metric tree specs, or recipes "
-                        "(baselines/NAME.yaml, or a folder of them such as baselines/)")
+                   help=f"comma-separated: {', '.join(METHODS)}, metric tree specs, recipes "
+                        "(baselines/NAME.yaml, or a folder of them such as baselines/); "
+                        "METHOD+recon (mask, then least-squares weights), sparsegpt:TREE "
+                        "(the tree ranks SparseGPT's mask selection), METHOD+lora")
     p.add_argument("--pattern", default="unstructured",
                    help="comma-separated patterns: unstructured, 2:4, 4:8, ...")
     p.add_argument("--sparsity", default="0.5",
@@ -83,8 +85,14 @@ def config_from(args) -> CompareConfig:
     options = parse_options(args.option)
     given = {k: v for k, v in (("blocksize", args.blocksize), ("mask_blocksize",
              args.mask_blocksize), ("percdamp", args.percdamp)) if v is not None}
-    if given and "sparsegpt" in methods:  # explicit flags only: a recipe's knobs stay otherwise
-        options["sparsegpt"] = {**given, **options.get("sparsegpt", {})}
+    for m in methods:  # explicit flags reach plain sparsegpt and every sparsegpt:TREE
+        if given and (m == "sparsegpt" or m.startswith("sparsegpt:")):
+            options[m] = {**given, **options.get(m, {})}
+    metric = options.get("sparsegpt", {}).get("metric")
+    if metric is not None:  # a bad tree is a one-line error now, not a failed row later
+        from ..tree import load_tree
+
+        load_tree(str(metric))
     return CompareConfig(
         methods=methods, patterns=split_list(args.pattern, "pattern"),
         sparsities=parse_sparsities(args.sparsity),

@@ -27,6 +27,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--features", default=D.features, choices=("dense", "sequential"),
                    help="dense: statistics from the dense model once (fast); sequential: block by "
                         "block through the already pruned blocks (Wanda/Pruner-Zero faithful)")
+    p.add_argument("--update", default="none", choices=("none", "recon", "sparsegpt"),
+                   help="weight update: none (mask only); recon (the tree's mask, then damped "
+                        "least-squares reconstruction of the kept weights, block-sequential); "
+                        "sparsegpt (the tree ranks SparseGPT's adaptive mask selection, OBS "
+                        "updates; unstructured per mask block, so --scope does not apply)")
+    p.add_argument("--recon-max-iter", type=int, default=20,
+                   help="--update recon: conjugate-gradient iterations per linear")
     add_model_args(p)
     add_calib_args(p)
     p.add_argument("--dense-ppl", action="store_true", help="also measure the dense perplexity")
@@ -46,7 +53,8 @@ def config_from(args) -> PruneConfig:
                        dtype=args.dtype, device=args.device, cache_dir=args.cache_dir,
                        dense_ppl=args.dense_ppl, per_layer=args.per_layer, save=args.save,
                        save_format=args.save_format, zero_shot=args.eval_zero_shot,
-                       zero_shot_limit=args.zero_shot_limit)
+                       zero_shot_limit=args.zero_shot_limit, update=args.update,
+                       recon_max_iter=args.recon_max_iter)
 
 
 def run(args) -> int:
