@@ -11,7 +11,7 @@ import time
 
 from ..compare import METHODS, CompareConfig, parse_sparsities, plan, run_compare, split_list
 from ..errors import UserError
-from .common import add_calib_args, add_model_args, calib_from, eval_from
+from .common import add_calib_args, add_model_args, add_placement_args, calib_from, eval_from
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -40,6 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-mixed-calibration", action="store_true",
                    help="include such rows anyway, marked [mixed] (seed 002: not comparable)")
     add_model_args(p)
+    add_placement_args(p)
     add_calib_args(p)
 
 
@@ -83,6 +84,7 @@ def config_from(args) -> CompareConfig:
         out=args.out or f"runs/compare_{time.strftime('%Y%m%d-%H%M%S')}",
         model=args.model, calib=calib_from(args), evaluation=eval_from(args, "test"),
         dtype=args.dtype, device=args.device, cache_dir=args.cache_dir,
+        device_map=args.device_map, offload=args.offload,
         tree_features=args.tree_features, options=options, include=list(args.include),
         allow_mixed=args.allow_mixed_calibration)
 

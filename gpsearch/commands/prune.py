@@ -11,7 +11,8 @@ from .. import __version__
 from ..masks import check_sparsity, parse_pattern
 from ..tree import load_tree, to_prefix
 from ..save import check_save_dir
-from .common import add_calib_args, add_model_args, calib_from, eval_from, write_record
+from .common import (add_calib_args, add_model_args, add_placement_args, calib_from, eval_from,
+                     write_record)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -25,6 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="dense: statistics from the dense model once (fast); sequential: block by "
                         "block through the already pruned blocks (Wanda/Pruner-Zero faithful)")
     add_model_args(p)
+    add_placement_args(p)
     add_calib_args(p)
     p.add_argument("--dense-ppl", action="store_true", help="also measure the dense perplexity")
     p.add_argument("--per-layer", action="store_true", help="print each linear's sparsity")
@@ -45,7 +47,8 @@ def run(args) -> int:
           f"scope: {pattern.scope}  features: {args.features}")
     print(f"calibration: {calib.to_dict()}")
     t0 = time.perf_counter()
-    evaluator = Evaluator(args.model, calib, args.dtype, args.device, args.cache_dir, progress=True)
+    evaluator = Evaluator(args.model, calib, args.dtype, args.device, args.cache_dir, progress=True,
+                          device_map=args.device_map, offload=args.offload)
     dense = evaluator.perplexity(ev) if args.dense_ppl else None
     rec = evaluator.evaluate(tree, sparsity, pattern, ev, args.features,
                              per_layer=args.per_layer, keep=bool(args.save))
