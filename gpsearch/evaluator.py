@@ -71,13 +71,14 @@ class Evaluator:
 
     def abs_weight(self, name: str) -> torch.Tensor:
         """|dense weight| in float32, computed per layer when needed (a transient, not a cache:
-        a cache would hold 4 more bytes per pruned parameter on the device)."""
-        return self.dense[name].abs().float()
+        a cache would hold 4 more bytes per pruned parameter on the device). Read from the live
+        weight while it is provably dense, else from the host copy."""
+        return self.dense.current_if_dense(name).abs().float()
 
     def score(self, tree: Node, name: str, local: dict | None = None) -> torch.Tensor:
         needed = terminals_used(tree)
         raw = evaluate(tree, self.terminals(name, needed, local), EXTENDED)
-        return check_score(raw, self.dense[name].shape)
+        return check_score(raw, self.linears[name].weight.shape)
 
     def prepare(self, tree: Node) -> None:
         """Compute (or load) the features the tree needs, so later timings exclude them."""

@@ -5,7 +5,9 @@ the device one at a time for models larger than it.
   linear lives on an accelerator, so copies back are fast and asynchronous). ``store[name]`` is
   the dense weight on the linear's current device: the stored tensor itself for a CPU linear (no
   copy, as before), a per-layer transient copy for an accelerator one. ``restore`` copies every
-  layer back; the values are copied bit for bit (same dtype, no arithmetic).
+  layer back; the values are copied bit for bit (same dtype, no arithmetic). ``current_if_dense``
+  skips the copy when the live weight is provably untouched since it was stored or restored
+  (same storage and same autograd version counter, which every in-place write bumps).
 - ``BlockOffloader`` (``--offload``): the model stays in host memory except its embeddings, final
   norm and head, which live on the execution device; each decoder block is moved onto the device
   for its forward pass and back after it (forward hooks), and the layer-by-layer paths
@@ -33,6 +35,7 @@ class RestoreStore(Mapping):
     def __init__(self, linears: dict[str, nn.Linear], pin: bool | None = None):
         self._linears = linears
         self._host: dict[str, torch.Tensor] = {}
+        self._clean: dict[str, tuple[int, int]] = {}
         for name, lin in linears.items():
             w = lin.weight.detach()
             if w.device.type == "cpu":
@@ -42,6 +45,21 @@ class RestoreStore(Mapping):
             host = torch.empty(w.shape, dtype=w.dtype, device="cpu", pin_memory=use_pin)
             host.copy_(w)
             self._host[name] = host
+        for name in linears:
+            self._mark_clean(name)
+
+    def _mark_clean(self, name: str) -> None:
+        w = self._linears[name].weight
+        self._clean[name] = (w.data_ptr(), w._version)
+
+    def current_if_dense(self, name: str) -> torch.Tensor:
+        """The dense weight on the linear's device: the live weight itself (no copy) when it has
+        not been written since it was stored or restored, else ``self[name]``. For immediate,
+        read-only use (it aliases the live weight, which a later prune modifies)."""
+        w = self._linears[name].weight
+        if self._clean.get(name) == (w.data_ptr(), w._version):
+            return w.detach()
+        return self[name]
 
     def host(self, name: str) -> torch.Tensor:
         """The stored (host) tensor itself."""
@@ -63,6 +81,7 @@ class RestoreStore(Mapping):
         for name in (self._host if names is None else names):
             host = self._host[name]
             self._linears[name].weight.copy_(host, non_blocking=host.is_pinned())
+            self._mark_clean(name)
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self._host.values())

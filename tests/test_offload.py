@@ -197,3 +197,21 @@ def test_device_map_with_offloaded_modules_is_refused(saved_dir, tmp_path):
 def test_bad_placement_is_a_user_error(kw, needle, saved_dir):
     with pytest.raises(UserError, match=needle):
         load_model(saved_dir, **kw)
+
+
+def test_abs_weight_reads_the_live_weight_only_while_it_is_dense(tokenizer, corpus, tmp_path,
+                                                                 one_thread):
+    model = make_llama()
+    e = Evaluator(calib=calib(corpus), cache_dir=tmp_path, lm=loaded(model, tokenizer))
+    name, lin = next(iter(e.linears.items()))
+    orig = lin.weight.detach().clone()
+    assert e.dense.current_if_dense(name).data_ptr() == lin.weight.data_ptr()  # no copy
+    e.prune(parse_prefix("W"), 0.5, UNSTRUCTURED)  # in place: the version counter moves
+    assert e.dense.current_if_dense(name).data_ptr() != lin.weight.data_ptr()
+    assert torch.equal(e.abs_weight(name), orig.abs())  # |dense W|, not |pruned W|
+    with torch.no_grad():
+        lin.weight.mul_(1.0)  # any in-place write, even one that keeps the values
+    assert e.dense.current_if_dense(name).data_ptr() != lin.weight.data_ptr()
+    e.restore()
+    assert e.dense.current_if_dense(name).data_ptr() == lin.weight.data_ptr()
+    assert torch.equal(e.abs_weight(name), orig.abs())
