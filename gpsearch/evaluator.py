@@ -106,6 +106,21 @@ class Evaluator:
         self.timings = {"features_s": t1 - t0, "prune_s": time.perf_counter() - t1}
         return self.layer_counts()
 
+    @torch.no_grad()
+    def compute_masks(self, tree: Node, sparsity: float, pattern: Pattern) -> dict:
+        """{linear: bool mask of the weights to zero} (dense features), without pruning."""
+        self.prepare(tree)
+        return {name: make_mask(self.score(tree, name), sparsity, pattern) for name in self.linears}
+
+    @torch.no_grad()
+    def apply_masks(self, masks: dict) -> dict:
+        """Zero the masked weights in place (masks from ``compute_masks``); per-layer counts."""
+        t0 = time.perf_counter()
+        for name, lin in self.linears.items():
+            lin.weight.masked_fill_(masks[name].to(lin.weight.device), 0.0)
+        self.timings = {"features_s": 0.0, "prune_s": time.perf_counter() - t0}
+        return self.layer_counts()
+
     def _prune_sequential(self, tree: Node, sparsity: float, pattern: Pattern) -> None:
         needed = terminals_used(tree)
         if "G" in needed:

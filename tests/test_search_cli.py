@@ -17,7 +17,7 @@ def tiny(tmp_path, tokenizer):
     tokenizer.save_pretrained(model_dir)
     corpus = write_corpus(tmp_path / "corpus.txt")
     return ["--model", str(model_dir), "--data", corpus, "--nsamples", "4", "--seqlen", "16",
-            "--batch-size", "4", "--max-windows", "2", "--test-windows", "4",
+            "--batch-size", "4", "--stages", "32:1,64:0.5", "--test-windows", "4",
             "--cache-dir", str(tmp_path / "cache")]
 
 

@@ -28,7 +28,7 @@ def test_registry_names_and_arities():
     assert all(PRUNERZERO.op(n).arity == 2 for n in binary)
     assert PRUNERZERO.terminals == ("W", "X", "G") and PRUNERZERO.constants == {}
     assert set(PRUNERZERO.names()) == unary | binary | {"W", "X", "G"}
-    extra = {"pdiv": 2, "rown": 1, "coln": 1, "qrt": 1}
+    extra = {"pdiv": 2, "rown": 1, "coln": 1, "qrt": 1, "powr": 2, "sigm": 1, "mnn": 1, "rcn": 1}
     assert {o.name: o.arity for o in EXTENDED.operators()} == \
         {**{n: PRUNERZERO.op(n).arity for n in unary | binary}, **extra}
     assert EXTENDED.inputs == ("W", "X", "G", "H", "S")
@@ -162,3 +162,32 @@ def test_a_good_custom_operator_is_usable():
     assert torch.allclose(evaluate(tree, {"W": w}, reg), w * 1.5)
     with pytest.raises(ValueError, match="duplicate"):
         Registry("dup", ("W", "W"))
+
+
+def test_optishear_operators_against_their_definitions():
+    w = torch.tensor([[1.0, -2.0, 3.0], [0.5, 0.0, -1.5]], dtype=D)
+    rows, cols = [6.0, 2.0], [1.5, 2.0, 4.5]
+    rcn = EXTENDED.op("rcn").torch_fn(w)
+    for i in range(2):
+        for j in range(3):
+            assert rcn[i, j].item() == pytest.approx(w[i, j].item() / (rows[i] + cols[j]))
+    assert torch.allclose(EXTENDED.op("mnn").torch_fn(w), w / (8.0 / 6))
+    assert torch.allclose(EXTENDED.op("sigm").torch_fn(w), 1 / (1 + torch.exp(-w)))
+    x = torch.tensor([[4.0, 0.25, 9.0]], dtype=D)
+    assert torch.allclose(EXTENDED.op("powr").torch_fn(x, torch.tensor(0.5, dtype=D)), x.sqrt())
+    assert torch.allclose(EXTENDED.op("powr").torch_fn(x, torch.tensor(9.0, dtype=D)), x ** 4)
+
+
+def test_numeric_constants_only_in_the_extended_registry():
+    from gpsearch.tree import parse_prefix
+    from gpsearch.tree.ops import constant_name
+
+    assert "c0.37" in EXTENDED.constants and EXTENDED.constants["c-2"] == -2.0
+    assert EXTENDED.is_leaf("c12.5") and not PRUNERZERO.is_leaf("c0.37")
+    for bad in ("c", "c01", "c1e5", "c0.1234567", "c12345", "cnan", "cinf", "c.5"):
+        assert bad not in EXTENDED.constants, bad
+    assert constant_name(0.25) == "c0.25" and constant_name(3.0) == "c3"
+    tree = parse_prefix("mul(W, powr(X, c0.37))", EXTENDED)
+    with pytest.raises(TreeError):
+        parse_prefix("mul(W, c0.37)", PRUNERZERO)
+    assert tree.children[1].children[1].name == "c0.37"

@@ -1,37 +1,17 @@
 """Search for a pruning metric by genetic programming (DEAP). Fitness is the VALIDATION-split
-perplexity after pruning with the candidate tree (dense feature mode); duplicates are skipped by
-canonical key and mask fingerprint before any forward pass. Everything goes to a run directory
-(config.json, checkpoint.json after every generation, log.jsonl, hall_of_fame.csv,
-best_tree.json, progress.png, summary.md); --resume continues an interrupted run to the same
-result. At the end the best tree is compared with dense, magnitude and Wanda on the TEST split.
-With no arguments it searches the embedded model and corpus in about half an hour on 2 cores."""
+score after pruning with the candidate tree (dense feature mode); duplicates are skipped before any
+forward pass. Everything goes to a run directory (config.json, checkpoint.json after every
+generation, log.jsonl, hall_of_fame.csv, best_tree.json, progress.png, summary.md); --resume
+continues an interrupted run to the same result. At the end the best tree is compared with dense,
+magnitude and Wanda on the TEST split. With no arguments it searches the embedded model and corpus
+in about half an hour on 2 cores. (The application logic: ``gpsearch.search_run``.)"""
 
 from __future__ import annotations
 
 import argparse
-import time
-from dataclasses import dataclass
-from pathlib import Path
 
-from .. import __version__
-from ..errors import UserError
-from ..models import EMBEDDED
+from ..search_run import DEFAULTS, run_search
 
-# Defaults in one visible place. The no-argument run on 2 cores: one evaluation of SmolLM2-135M
-# on 8 validation windows x 256 tokens costs ~6 s; dedup skips about half of the candidates, so a
-# generation of 16 children takes ~45 s. Measured with 8 generations: features X + G 6.5 min,
-# search 7.5 min, test-split report 3.5 min (17.5 min). 18 generations stay under 30 minutes.
-DEFAULTS = {
-    "model": EMBEDDED, "dtype": "float32", "device": "cpu", "cache_dir": None,
-    "data": "wiki", "nsamples": 128, "seqlen": 256, "calib_seed": 0, "batch_size": 4,
-    "max_windows": 8, "test_windows": 64,
-    "space": "prunerzero", "population": 16, "offspring": 16, "elite": 8, "tournament": 3,
-    "p_crossover": 0.5, "p_mutation": 0.5, "generations": 18, "sparsity": 0.5,
-    "pattern": "unstructured", "scope": "row", "seed": 0, "seed_trees": ["known"],
-    "workers": 0, "ray_address": None, "eval_timeout": None, "report": "magnitude,wanda",
-}
-RUNTIME_ONLY = {"generations", "report", "test_windows", "workers", "ray_address", "eval_timeout",
-                "cache_dir"}
 OPTS = {  # option -> (type, help)
     "model": (str, "the embedded model, a hub id, a local HF directory or a .gguf file"),
     "dtype": (str, "float32, bfloat16 or float16"),
@@ -42,7 +22,7 @@ OPTS = {  # option -> (type, help)
     "seqlen": (int, "tokens per calibration sample and per evaluation window"),
     "calib_seed": (int, "calibration sampling seed"),
     "batch_size": (int, "calibration / evaluation batch size"),
-    "max_windows": (int, "validation windows per fitness evaluation"),
+    "max_windows": (int, "validation windows per fitness evaluation when --stages none"),
     "test_windows": (int, "test windows of the final report (0: the whole test split)"),
     "space": (str, "search space: a .yaml file or a name in search_spaces/"),
     "population": (int, "parents kept per generation (mu)"),
@@ -61,6 +41,14 @@ OPTS = {  # option -> (type, help)
                          "local Ray instance"),
     "eval_timeout": (float, "Ray: seconds before a candidate's worker is killed and the "
                             "candidate penalised"),
+    "fitness": (str, "score of a stage: ppl (validation perplexity) or kl (mean KL divergence of "
+                     "the next-token distribution to the dense model's)"),
+    "stages": (str, "staged fitness TOKENS:FRACTION,...: every new candidate is scored on the "
+                    "first stage's tokens, the best FRACTION of a generation's new candidates on "
+                    "each later stage; 'none' = one stage of --max-windows windows"),
+    "topk": (int, "KL fitness: dense next-token probabilities kept per token (the rest is one "
+                  "tail bucket); memory tokens x K x 8 bytes"),
+    "immigrants": (int, "children per generation that are new random trees (diversity)"),
     "report": (str, "methods beside the best tree on the test split, comma-separated "
                     "(e.g. magnitude,wanda,sparsegpt), or none"),
 }
@@ -80,228 +68,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="continue the run in this directory (its config is kept)")
 
 
-def settings_from(args, saved: dict | None = None) -> dict:
-    """Option values: explicit ones, else the saved run's (resume), else DEFAULTS."""
-    given = {k: getattr(args, k) for k in DEFAULTS if getattr(args, k, None) is not None}
-    if saved is None:
-        return {**DEFAULTS, **given}
-    for k, v in given.items():
-        if k not in RUNTIME_ONLY and v != saved.get(k):
-            raise UserError(f"--{k.replace('_', '-')} {v} differs from the run's {saved.get(k)}: "
-                            "a resumed run keeps its configuration")
-    return {**DEFAULTS, **saved, **given}
-
-
-@dataclass
-class Plan:
-    """Everything a run needs, validated before anything is written or loaded."""
-
-    settings: dict
-    space: object
-    search: object
-    registry: object
-    seeds: list
-    sparsity: float
-    pattern: object
-    calib: object
-    ev: object
-
-    def save_tree(self, expr: str, path) -> None:
-        from ..tree import parse_prefix, save_tree
-
-        save_tree(parse_prefix(expr, self.registry), path)
-
-
-def plan(settings: dict, saved: dict | None = None) -> Plan:
-    """Validate the settings; ``saved``: a resumed run's config (its space and seed trees)."""
-    from ..config import CalibConfig, EvalConfig
-    from ..masks import check_sparsity, parse_pattern
-    from ..search.loop import SearchConfig
-    from ..search.space import SearchSpace, load_space
-    from ..search.variation import VariationConfig
-    from ..tree import EXTENDED, PRUNERZERO
-
-    s = settings
-    space = SearchSpace.from_dict(saved["space"]) if saved else load_space(s["space"])
-    registry = {"prunerzero": PRUNERZERO, "extended": EXTENDED}[space.registry]
-    for name, arity in space.arities().items():
-        if not registry.is_op(name) or registry.op(name).arity != arity:
-            raise UserError(f"search space {space.name}: {name}/{arity} is not an operator of "
-                            f"the {registry.name} registry")
-    if not set(space.terminals) <= set(registry.terminals):
-        raise UserError(f"search space {space.name}: terminals outside {registry.terminals}")
-    sparsity = check_sparsity(s["sparsity"])
-    pattern = parse_pattern(s["pattern"], sparsity, s["scope"])
-    search = SearchConfig(population=s["population"], offspring=s["offspring"],
-                          elite=min(s["elite"], s["population"]), seed=s["seed"],
-                          variation=VariationConfig(p_crossover=s["p_crossover"],
-                                                    p_mutation=s["p_mutation"],
-                                                    tournament=s["tournament"]))
-    if s["generations"] < 0 or s["test_windows"] < 0 or s["max_windows"] < 1:
-        raise UserError("need --generations >= 0, --max-windows >= 1 and --test-windows >= 0")
-    if s.get("eval_timeout") is not None and not s["eval_timeout"] > 0:
-        raise UserError(f"--eval-timeout must be a positive number of seconds "
-                        f"(got {s['eval_timeout']})")
-    seeds = saved["seed_exprs"] if saved else _seeds(s["seed_trees"], registry, space,
-                                                     s["population"])
-    calib = CalibConfig(data=s["data"], nsamples=s["nsamples"], seqlen=s["seqlen"],
-                        seed=s["calib_seed"], batch_size=s["batch_size"])
-    ev = EvalConfig(data=s["data"], split="validation", seqlen=s["seqlen"],
-                    max_windows=s["max_windows"], batch_size=s["batch_size"])
-    p = Plan(s, space, search, registry, seeds, sparsity, pattern, calib, ev)
-    build_searcher(p, backend=None)  # seed trees checked against the space now
-    return p
-
-
-def _seeds(specs: list, registry, space, population: int) -> list[str]:
-    from ..tree import TREES_DIR, load_tree, to_prefix
-
-    out = []
-    for spec in specs:
-        if spec == "known":
-            known = []
-            for path in sorted(TREES_DIR.glob("*.json")):
-                try:
-                    text = to_prefix(load_tree(str(path), registry))
-                except UserError:  # a tree outside this registry
-                    continue
-                names = {t.strip() for t in text.replace("(", ",").replace(")", ",").split(",")}
-                if names - {""} <= set(space.names()):
-                    known.append(text)
-            out += known[:max(population // 2, 1)]
-        elif spec != "none":
-            out.append(to_prefix(load_tree(spec, registry)))
-    return list(dict.fromkeys(out))
-
-
-def build_searcher(p: Plan, backend):
-    from ..search.loop import Searcher
-    from ..tree.canonical import ExprServices
-
-    services = ExprServices(p.registry, p.sparsity, p.pattern)
-    return Searcher(p.space, backend, p.search, services, p.seeds)
-
-
-def build_backend(p: Plan):
-    from ..workers.factory import make_backend
-
-    s, terms = p.settings, set(p.space.terminals)
-    kinds = [k for k, uses in (("X", {"X", "S"}), ("G", {"G"}), ("H", {"H"})) if terms & uses]
-    backend = make_backend(s["workers"], s.get("ray_address"), model=s["model"], calib=p.calib,
-                           ev=p.ev,
-                           sparsity=p.sparsity, pattern=p.pattern, mode="dense", dtype=s["dtype"],
-                           device=s["device"], cache_dir=s["cache_dir"], progress=True,
-                           features=tuple(kinds), eval_timeout=s.get("eval_timeout"))
-    if hasattr(backend, "evaluator"):
-        backend.evaluator.progress = False  # no perplexity bar per candidate
-    return backend
-
-
-def report_on_test(p: Plan, backend, best_expr: str, run_path: Path) -> list[dict]:
-    """Test-split perplexity of the best tree beside dense and the --report methods, with the
-    same calibration (``gpsearch compare``); trees use dense features, as in the search."""
-    from dataclasses import replace
-
-    from ..compare import CompareConfig, run_compare, split_list
-
-    s = p.settings
-    if str(s["report"]).strip().lower() in ("", "none"):
-        return []
-    methods = split_list(s["report"], "method") + ["mul(W, sqrt(X))", best_expr]
-    ev = replace(p.ev, split="test", max_windows=s["test_windows"] or None)
-    cfg = CompareConfig(methods=methods, patterns=[str(p.pattern)], sparsities=[p.sparsity],
-                        out=str(run_path / "test_report"), model=s["model"], calib=p.calib,
-                        evaluation=ev, dtype=s["dtype"], device=s["device"],
-                        cache_dir=s["cache_dir"], tree_features="dense")
-    evaluator = getattr(backend, "evaluator", None)
-    if evaluator is not None:
-        evaluator.progress = False
-    return run_compare(cfg, evaluator=evaluator, progress=False)["rows"]
-
-
 def run(args) -> int:
-    from ..search import checkpoint
-    from ..search.rundir import RunDir, summary_text
-
-    t0 = time.perf_counter()
-    if args.resume and args.out:
-        raise UserError("give either --out (a new run) or --resume (an existing one)")
-    if args.seed_trees is not None:
-        args.seed_trees = list(args.seed_trees)
-    run_dir = RunDir.open(args.resume) if args.resume else None
-    saved = run_dir.config() if run_dir else None
-    settings = settings_from(args, saved["settings"] if saved else None)
-    p = plan(settings, saved)  # every input error surfaces here, before anything is written
-    if run_dir is None:
-        out = args.out or f"runs/search-{time.strftime('%Y%m%d-%H%M%S')}"
-        run_dir = RunDir.create(out, {
-            "settings": settings, "search": p.search.to_dict(), "space": p.space.to_dict(),
-            "seed_exprs": p.seeds, "calibration": p.calib.to_dict(), "evaluation": p.ev.to_dict(),
-            "fitness": "validation perplexity, dense features", "gpsearch_version": __version__,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
-    print(f"run directory: {run_dir.path}")
-    print(f"search space {p.space.name} ({', '.join(p.space.terminals)}): population "
-          f"{p.search.population}, {p.search.offspring} children x {settings['generations']} "
-          f"generations; sparsity {p.sparsity:g} {p.pattern}; seed {p.search.seed}")
-    print(f"fitness: {p.ev.data} validation split, {p.ev.max_windows} windows x {p.ev.seqlen} "
-          f"tokens; calibration {p.calib.to_dict()}")
-    backend = build_backend(p)
-    try:
-        searcher = build_searcher(p, backend)
-        if saved:
-            if run_dir.has_checkpoint():
-                checkpoint.restore(searcher, run_dir.checkpoint())
-            run_dir.truncate_log(searcher.generation)
-            print(f"resuming after generation {searcher.generation}")
-        run_dir.attach(searcher)
-        _run_with_progress(searcher, settings["generations"])
-        best = searcher.best()
-        if best is None:
-            raise UserError("no tree could be evaluated: see the errors in log.jsonl")
-        run_dir.write_best_tree(best["expr"], searcher.pset, p.save_tree)
-        run_dir.write_progress(searcher.logbook)
-        rows = report_on_test(p, backend, best["expr"], run_dir.path)
-    finally:
-        backend.close()
-    text = summary_text(run_dir.config(), searcher, rows, _sympy_form(best["expr"], p.registry),
-                        time.perf_counter() - t0)
-    run_dir.write_summary(text)
-    print(text)
+    given = {k: getattr(args, k, None) for k in DEFAULTS}
+    given["seed_trees"] = args.seed_trees
+    run_search(given, out=args.out, resume=args.resume)
     return 0
-
-
-def _sympy_form(expr: str, registry) -> str:
-    """The tree as plain sympy text (construction only: simplify() has no time limit)."""
-    from ..tree import parse_prefix, sympy_expr
-
-    try:
-        return str(sympy_expr(parse_prefix(expr, registry), registry))
-    except Exception:  # noqa: BLE001 - cosmetic only
-        return expr
-
-
-def _run_with_progress(searcher, generations: int) -> None:
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=generations + 1, initial=searcher.generation + 1, desc="search", unit="gen")
-    live = {"evals": searcher.counters["evaluated"], "hits": 0}
-
-    def on_eval(record):
-        live["evals"] += record["hit"] is None
-        live["hits"] += record["hit"] in ("key", "fingerprint")
-        bar.set_postfix_str(f"evals {live['evals']} hits {live['hits']}", refresh=True)
-
-    def on_gen(s, stats, seconds):
-        bar.update(1)
-        bar.set_postfix_str(f"best {stats['best']:.3f} median {stats['median']:.4g} evals "
-                            f"{s.counters['evaluated']} hits {s.counters['key_hits']}+"
-                            f"{s.counters['fp_hits']} ({100 * stats['hit_rate']:.0f}%)")
-        bar.write(f"gen {stats['gen']}: best {stats['best']:.3f} {stats['best_expr']}  "
-                  f"({seconds:.0f} s, {stats['evaluated']} evaluated)")
-
-    searcher.on_evaluation.append(on_eval)
-    searcher.on_generation.append(on_gen)
-    try:
-        searcher.run_until(generations)
-    finally:
-        bar.close()

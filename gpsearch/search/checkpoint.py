@@ -51,6 +51,7 @@ def capture(searcher: Searcher) -> dict:
         "cache": searcher.cache,
         "fp_index": searcher.fp_index,
         "hof": searcher.hof,
+        "lineage": searcher.lineage,
         "logbook": searcher.logbook,
         "counters": searcher.counters,
     }
@@ -76,6 +77,7 @@ def restore(searcher: Searcher, data: dict) -> Searcher:
     searcher.cache = dict(data["cache"])
     searcher.fp_index = dict(data["fp_index"])
     searcher.hof = list(data["hof"])
+    searcher.lineage = {str(k): [str(r) for r in v] for k, v in data.get("lineage", {}).items()}
     searcher.logbook = list(data["logbook"])
     searcher.counters = {c: int(data["counters"].get(c, 0)) for c in COUNTERS}
     return searcher

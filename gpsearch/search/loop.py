@@ -42,6 +42,9 @@ class SearchConfig:
     seed: int = 0
     novelty_retries: int = 4  # re-draws of a child whose key is already in the generation
     variation: VariationConfig = field(default_factory=VariationConfig)
+    stages: tuple = ()  # ((windows, fraction), ...): staged fitness; () = the backend's fitness
+    fitness: str = "ppl"  # the score of a stage: "ppl" or "kl" (to the dense model)
+    immigrants: int = 0  # children per generation replaced by new random trees (diversity)
 
     def __post_init__(self):
         if self.population < 2 or self.offspring < 1:
@@ -50,6 +53,11 @@ class SearchConfig:
             raise UserError(f"elite must be in [0, population] (got {self.elite})")
         if self.hof_size < 1 or self.novelty_retries < 0:
             raise UserError("hof_size must be >= 1 and novelty_retries >= 0")
+        if self.fitness not in ("ppl", "kl"):
+            raise UserError(f"unknown fitness {self.fitness!r}; choose ppl or kl")
+        if not 0 <= self.immigrants <= self.offspring:
+            raise UserError(f"immigrants must be in [0, offspring] (got {self.immigrants})")
+        object.__setattr__(self, "stages", tuple((int(w), float(f)) for w, f in self.stages))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -57,6 +65,8 @@ class SearchConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "SearchConfig":
         d = dict(d)
+        if "stages" in d:
+            d["stages"] = tuple(tuple(x) for x in d["stages"])
         var = dict(d.pop("variation", {}))
         if "subtree_height" in var:
             var["subtree_height"] = tuple(var["subtree_height"])
@@ -95,6 +105,7 @@ class Searcher:
         self.cache: dict[str, dict] = {}  # canonical key -> evaluation record
         self.fp_index: dict[str, str] = {}  # fingerprint -> key of the evaluated tree
         self.hof: list[dict] = []
+        self.lineage: dict[str, list[str]] = {}  # canonical key -> seeds it descends from
         self.logbook: list[dict] = []
         self.counters = {c: 0 for c in COUNTERS}
         self.on_evaluation: list = []
@@ -125,30 +136,47 @@ class Searcher:
 
     def _initial_population(self) -> list[Individual]:
         inds, keys = [], set()
-        for expr in self.seeds:
+        for i, expr in enumerate(self.seeds):
             ind = self._prepare(parse_expr(expr, self.pset))
             ind.origin = {"op": "seed", "parents": [], **ind.origin}
             if ind.key not in keys:
                 inds.append(ind)
                 keys.add(ind.key)
+                self.lineage.setdefault(ind.key, [f"seed{i}"])
         while len(inds) < self.cfg.population:
-            for _ in range(20):  # prefer trees not already in the population
-                ind = self._prepare(random_tree(self.pset, self.space, self.rng))
-                if ind.key not in keys:
-                    break
+            ind = self._novel_random(keys, "init")
             inds.append(ind)
             keys.add(ind.key)
         return inds
 
+    def _novel_random(self, seen: set, root: str) -> Individual:
+        for _ in range(20):  # prefer trees not already seen
+            ind = self._prepare(random_tree(self.pset, self.space, self.rng))
+            if ind.key not in seen and ind.key not in self.cache:
+                break
+        if root != "init":
+            ind.origin = {**ind.origin, "op": root}
+        self.lineage.setdefault(ind.key, [root])
+        return ind
+
     def _offspring(self) -> list[Individual]:
         seen = {ind.key for ind in self.population}
+        by_text = {str(ind): ind.key for ind in self.population}
         children = []
-        for _ in range(self.cfg.offspring):
+        n_bred = self.cfg.offspring - self.cfg.immigrants
+        for _ in range(n_bred):
             for _ in range(1 + self.cfg.novelty_retries):
                 child = self._prepare(vary(self.population, self.rng, self.pset, self.space,
                                            self.cfg.variation))
                 if child.key not in seen:
                     break
+            seen.add(child.key)
+            roots = sorted({r for p in child.origin.get("parents", [])
+                            for r in self.lineage.get(by_text.get(p), [])})
+            self.lineage.setdefault(child.key, roots or ["init"])
+            children.append(child)
+        for _ in range(self.cfg.immigrants):  # random immigrants: new material every generation
+            child = self._novel_random(seen, "immigrant")
             seen.add(child.key)
             children.append(child)
         return children
@@ -169,63 +197,28 @@ class Searcher:
 
     # ---- evaluation ---------------------------------------------------------------------------
     def _evaluate(self, inds: list[Individual], gen: int) -> None:
-        hits, pending, fp_pending, seconds, fps = {}, {}, {}, {}, {}
-        for i, ind in enumerate(inds):
-            self.counters["candidates"] += 1
-            if ind.key in self.cache or ind.key in pending:
-                hits[i] = "key"
-                continue
-            fp = fps[i] = self.services.fingerprint(str(ind))
-            if fp and fp.startswith("invalid:"):
-                self.cache[ind.key] = {"expr": str(ind), "fitness": PENALTY, "ppl": None,
-                                       "error": fp[len("invalid:"):].strip(), "fingerprint": None}
-                hits[i] = "invalid"
-            elif fp and (fp in self.fp_index or fp in fp_pending):
-                hits[i] = "fingerprint"
-                pending.setdefault(ind.key, None)  # resolved after the batch
-            else:
-                pending[ind.key] = (str(ind), fp)
-                if fp:
-                    fp_pending[fp] = ind.key
-        batch = [(k, v) for k, v in pending.items() if v is not None]
-        for (key, (expr, fp)), res in zip(batch, self._run_backend([e for _, (e, _) in batch])):
-            self.counters["evaluated"] += 1
-            self.counters["failed"] += not res.ok
-            self.cache[key] = {"expr": expr, "fitness": float(res.fitness), "ppl": res.ppl,
-                               "error": res.error, "fingerprint": fp}
-            seconds[key] = res.seconds
-            if fp and res.ok:
-                self.fp_index[fp] = key
-            if res.ok:
-                self._add_to_hof(key, gen)
-        for i, ind in enumerate(inds):
-            kind = hits.get(i)
-            if kind == "fingerprint" and ind.key not in self.cache:
-                source = self.fp_index.get(fps[i]) or fp_pending[fps[i]]
-                self.cache[ind.key] = {**self.cache[source], "via": source}
-            self.counters["key_hits"] += kind == "key"
-            self.counters["fp_hits"] += kind == "fingerprint"
-            self.counters["invalid"] += kind == "invalid"
-            rec = self.cache[ind.key]
-            ind.fitness = rec["fitness"]
-            self._emit(ind, rec, kind, gen, 0.0 if kind else seconds.get(ind.key, 0.0))
+        from .evaluation import GenerationEvaluator
 
-    def _run_backend(self, exprs: list[str]) -> list:
+        GenerationEvaluator(self).run(inds, gen)
+
+    def _run_backend(self, exprs: list[str], windows: tuple | None = None) -> list:
         if not exprs:
             return []
         try:
-            results = list(self.backend.evaluate_many(exprs))
+            results = list(self.backend.evaluate_many(exprs) if windows is None
+                           else self.backend.evaluate_many(exprs, windows=windows))
             if len(results) != len(exprs):
                 raise RuntimeError(f"backend returned {len(results)} results for {len(exprs)}")
             return results
         except Exception:  # noqa: BLE001 - retry one by one: a bad tree must not stop the search
-            return [self._run_one(e) for e in exprs]
+            return [self._run_one(e, windows) for e in exprs]
 
-    def _run_one(self, expr: str):
+    def _run_one(self, expr: str, windows: tuple | None = None):
         from ..workers.result import EvalResult
 
         try:
-            return self.backend.evaluate_many([expr])[0]
+            return (self.backend.evaluate_many([expr]) if windows is None
+                    else self.backend.evaluate_many([expr], windows=windows))[0]
         except Exception as e:  # noqa: BLE001
             return EvalResult.failure(expr, f"{type(e).__name__}: {e}"[:300])
 
@@ -235,14 +228,23 @@ class Searcher:
                   "ppl": rec["ppl"], "hit": hit, "op": ind.origin.get("op"),
                   "parents": ind.origin.get("parents", []), "error": rec["error"],
                   "seconds": round(seconds, 4)}
+        if "stages" in rec:
+            record["stages"] = rec["stages"]
+        if rec.get("fingerprint"):
+            record["fingerprint"] = rec["fingerprint"]
         for hook in self.on_evaluation:
             hook(record)
 
     def _add_to_hof(self, key: str, gen: int) -> None:
         rec = self.cache[key]
-        self.hof.append({"key": key, "expr": rec["expr"], "fitness": rec["fitness"],
-                         "ppl": rec["ppl"], "size": len(parse_expr(rec["expr"], self.pset)),
-                         "gen": gen})
+        final = rec["stages"][-1] if rec.get("stages") else None
+        entry = {"key": key, "expr": rec["expr"],
+                 "fitness": final["score"] if final else rec["fitness"],
+                 "ppl": final["ppl"] if final else rec["ppl"],
+                 "size": len(parse_expr(rec["expr"], self.pset)), "gen": gen}
+        if final:
+            entry["windows"] = final["windows"]
+        self.hof.append(entry)
         self.hof.sort(key=lambda h: (h["fitness"], h["size"], h["expr"]))
         del self.hof[self.cfg.hof_size:]
 
@@ -281,12 +283,29 @@ class Searcher:
         total = self.counters["candidates"]
         avoided = self.counters["key_hits"] + self.counters["fp_hits"]
         return {"gen": gen, **new, "best": min(fits), "median": statistics.median(fits),
+                **self._diversity(),
                 "valid": sum(f < PENALTY for f in fits), "best_expr": str(self.population[0]),
                 "mean_size": round(sum(map(len, self.population)) / len(self.population), 3),
                 "distinct": len({ind.key for ind in self.population}),
                 "cache_size": len(self.cache),
                 "hit_rate": round(avoided / total, 6) if total else 0.0,
                 "skip_rate": round((avoided + self.counters["invalid"]) / total, 6) if total else 0.0}
+
+    def _diversity(self) -> dict:
+        """Distinct masks in the population, the largest share descending from one root (a seed,
+        'init' or 'immigrant'), and the relative best-to-median gap."""
+        pop = self.population
+        masks = {self.cache.get(ind.key, {}).get("fingerprint") or ind.key for ind in pop}
+        counts: dict[str, int] = {}
+        for ind in pop:
+            for root in self.lineage.get(ind.key, ["init"]):
+                counts[root] = counts.get(root, 0) + 1
+        top = max(counts, key=lambda r: (counts[r], r)) if counts else None
+        fits = sorted(ind.fitness for ind in pop)
+        best, median = fits[0], statistics.median(fits)
+        return {"distinct_masks": len(masks), "top_root": top,
+                "top_root_share": round(counts[top] / len(pop), 4) if top else 0.0,
+                "gap": round(median / best - 1, 6) if best > 0 else None}
 
     def best(self) -> dict | None:
         """The best evaluated tree (hall of fame head), or None before any success."""

@@ -139,6 +139,10 @@ class RunDir:
         os.replace(tmp, path)
         return path
 
+    def write_json(self, name: str, obj) -> Path:
+        _write_text(self.file(name), json.dumps(obj, indent=2, default=str) + "\n")
+        return self.file(name)
+
     def write_summary(self, text: str) -> Path:
         _write_text(self.file("summary.md"), text)
         return self.file("summary.md")
@@ -156,10 +160,11 @@ def _fmt(x) -> str:
     return f"{x:.3f}" if abs(x) < 1e4 else f"{x:.3e}"
 
 
-def summary_text(config: dict, searcher, rows: list[dict], math_form: str, wall_s: float) -> str:
+def summary_text(config: dict, searcher, rows: list[dict], math_form: str, wall_s: float,
+                 best: dict | None = None, tuning: dict | None = None) -> str:
     """summary.md: the best formula, its test-split perplexity beside the baselines (``rows``
     from ``gpsearch compare``: dense first), and the search's statistics per generation."""
-    best, c, s = searcher.best(), searcher.counters, config["settings"]
+    best, c, s = best or searcher.best(), searcher.counters, config["settings"]
     lines = [f"# gpsearch search: {config['space']['name']} space, seed {s['seed']}", "",
              f"Best tree (validation fitness {_fmt(best['fitness'])}, generation {best['gen']}):",
              "", f"    {best['expr']}", "", f"As a formula: `{math_form}`  (best_tree.json: "
@@ -187,22 +192,40 @@ def summary_text(config: dict, searcher, rows: list[dict], math_form: str, wall_
                              f"{abs(gain):.1f}%).")
         lines.append("")
     total = c["candidates"] or 1
-    lines += ["## Search", "",
-              f"- fitness: validation perplexity, {config['evaluation']['max_windows']} windows x "
-              f"{config['evaluation']['seqlen']} tokens, dense features",
+    fitness = config.get("fitness") or (f"validation perplexity, {config['evaluation']['max_windows']}"
+                                        f" windows x {config['evaluation']['seqlen']} tokens")
+    lines += ["## Search", "", f"- fitness: {fitness}",
               f"- population {s['population']}, {s['offspring']} children per generation, "
               f"{searcher.generation} generations after the initial one, elite {s['elite']}, "
               f"tournament {s['tournament']}",
               f"- candidates {c['candidates']}: evaluated {c['evaluated']} (failed "
               f"{c['failed']}), cache hits by key {c['key_hits']} and by mask fingerprint "
-              f"{c['fp_hits']} ({100 * (c['key_hits'] + c['fp_hits']) / total:.0f}%), rejected "
-              f"on the probes {c['invalid']}",
+              f"{c['fp_hits']} ({100 * (c['key_hits'] + c['fp_hits']) / total:.0f}%), invalid "
+              f"(rejected before any forward pass) {c['invalid']}",
               f"- wall time of this session: {wall_s / 60:.1f} min", "",
-              "| gen | best | median | evaluated | hits | best tree |", "|---|---|---|---|---|---|"]
+              "Diversity: distinct masks in the population, the largest share of it descending "
+              "from one root (a seed, `init` or `immigrant`), and the best-to-median gap "
+              "(median / best - 1), all on the selection (first-stage) fitness.", "",
+              "| gen | best | median | evaluated | hits | masks | top root (share) | gap | best tree |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for r in searcher.logbook:
+        gap = f"{100 * r['gap']:.1f}%" if r.get("gap") is not None else "-"
+        root = f"{r.get('top_root', '-')} ({100 * r.get('top_root_share', 0):.0f}%)"
         lines.append(f"| {r['gen']} | {_fmt(r['best'])} | {_fmt(r['median'])} | "
-                     f"{r['evaluated']} | {r['key_hits'] + r['fp_hits']} | `{r['best_expr']}` |")
-    lines += ["", "## Hall of fame", "", "| rank | fitness | size | tree |", "|---|---|---|---|"]
+                     f"{r['evaluated']} | {r['key_hits'] + r['fp_hits']} | "
+                     f"{r.get('distinct_masks', '-')} | {root} | {gap} | `{r['best_expr']}` |")
+    lines += ["", "## Hall of fame (ranked on the last stage)", "",
+              "| rank | fitness | windows | size | generation | tree |", "|---|---|---|---|---|---|"]
     for i, h in enumerate(searcher.hof, 1):
-        lines.append(f"| {i} | {_fmt(h['fitness'])} | {h['size']} | `{h['expr']}` |")
+        lines.append(f"| {i} | {_fmt(h['fitness'])} | {h.get('windows', '-')} | {h['size']} | "
+                     f"{h['gen']} | `{h['expr']}` |")
+    if tuning:
+        lines += ["", "## Constant tuning (first stage, then every stage)", "",
+                  "| from | first stage before -> after | last stage before -> after | tuned tree |",
+                  "|---|---|---|---|"]
+        for t in tuning["trees"]:
+            lines.append(f"| `{t['from']}` | {_fmt(t['start_score'])} -> {_fmt(t['score'])} | "
+                         f"{_fmt(t['from_final'])} -> {_fmt(t.get('final'))} | `{t['expr']}` |")
+        lines.append("\nThe tuned tree " + ("replaces the best tree." if tuning.get("winner")
+                                             else "does not beat the best tree: kept as is."))
     return "\n".join(lines) + "\n"

@@ -15,6 +15,7 @@ registry. Trees are evaluated in float32 with a float64 retry when float32 overf
 from __future__ import annotations
 
 import inspect
+import re
 from dataclasses import dataclass
 from typing import Callable
 
@@ -127,6 +128,31 @@ def _qrt(x):
     return x.abs().pow(0.25)
 
 
+POWR_MAX = 4.0  # powr clamps its exponent to [-4, 4]
+
+
+def _powr(x, y):
+    c = y.clamp(-POWR_MAX, POWR_MAX)
+    return torch.exp((c * torch.log(x.abs() + NORM_FLOOR)).clamp(-80.0, 80.0))
+
+
+def _sigm(x):
+    return torch.sigmoid(x)
+
+
+def _mnn(x):
+    return x / x.abs().mean().clamp_min(NORM_FLOOR)
+
+
+def _rcn(x):
+    a = x.abs()
+    if x.dim() == 0:
+        return x / (2 * a).clamp_min(NORM_FLOOR)
+    rows = a.sum(dim=-1, keepdim=True)
+    cols = a.sum(dim=-2, keepdim=True) if x.dim() >= 2 else a
+    return x / (rows + cols).clamp_min(NORM_FLOOR)
+
+
 _THOUSANDTH = sympy.Rational(1, 1000)
 
 BASIC = (
@@ -160,8 +186,49 @@ EXTRA = (
     Operator("coln", 1, _coln, None,
              "x / max(sum over its column (the output dim, dim=0) of |x|, 1e-12)"),
     Operator("qrt", 1, _qrt, lambda a: sympy.Abs(a) ** sympy.Rational(1, 4), "|x|^0.25"),
+    Operator("powr", 2, _powr, None,
+             "(|x| + 1e-12)^clamp(y, -4, 4), the log clamped to [-80, 80] (X to a tunable power: "
+             "powr(X, c0.25))"),
+    Operator("sigm", 1, _sigm, lambda a: 1 / (1 + sympy.exp(-a)), "sigmoid(x)"),
+    Operator("mnn", 1, _mnn, None, "x / max(mean over the whole tensor of |x|, 1e-12)"),
+    Operator("rcn", 1, _rcn, None,
+             "x / max(row sum of |x| + column sum of |x|, 1e-12) (OptiShear's 1/(row+column))"),
 )
 CONSTANTS = {"c0.5": 0.5, "c1": 1.0, "c2": 2.0, "c10": 10.0}
+_NUMERIC = re.compile(r"^c(-?(?:0|[1-9][0-9]{0,3})(?:\.[0-9]{1,6})?)$")
+
+
+class ConstantTable(dict):
+    """The named constants, plus (``numeric=True``) any constant written ``c<number>`` with at
+    most 4 integer and 6 decimal digits (``c0.37``, ``c-2``): what constant tuning writes."""
+
+    def __init__(self, named: dict, numeric: bool = False):
+        super().__init__(named)
+        self.numeric = numeric
+
+    def _value(self, name):
+        m = _NUMERIC.match(name) if self.numeric and isinstance(name, str) else None
+        return float(m.group(1)) if m else None
+
+    def __contains__(self, name) -> bool:
+        return dict.__contains__(self, name) or self._value(name) is not None
+
+    def __getitem__(self, name):
+        if dict.__contains__(self, name):
+            return dict.__getitem__(self, name)
+        v = self._value(name)
+        if v is None:
+            raise KeyError(name)
+        return v
+
+    def get(self, name, default=None):
+        return self[name] if name in self else default
+
+
+def constant_name(value: float) -> str:
+    """The leaf name of a numeric constant (6 decimals at most, no trailing zeros)."""
+    text = f"{value:.6f}".rstrip("0").rstrip(".")
+    return "c" + ("0" if text in ("", "-0") else text)
 
 
 class Registry:
@@ -171,10 +238,11 @@ class Registry:
     then the constants (scalar values the registry supplies)."""
 
     def __init__(self, name: str, inputs: tuple[str, ...], constants: dict | None = None,
-                 ops: tuple[Operator, ...] = ()):
+                 ops: tuple[Operator, ...] = (), numeric_constants: bool = False):
         self.name = name
         self.inputs = tuple(inputs)
-        self.constants = {str(k): float(v) for k, v in (constants or {}).items()}
+        self.constants = ConstantTable({str(k): float(v) for k, v in (constants or {}).items()},
+                                       numeric_constants)
         self.terminals = self.inputs + tuple(self.constants)
         if len(set(self.terminals)) != len(self.terminals):
             raise ValueError(f"registry {name}: duplicate terminal names")
@@ -199,7 +267,7 @@ class Registry:
         return name in self._ops
 
     def is_leaf(self, name: str) -> bool:
-        return name in self.terminals
+        return name in self.terminals or name in self.constants
 
     def operators(self) -> tuple[Operator, ...]:
         return tuple(self._ops.values())
@@ -295,4 +363,5 @@ def check_operator(op: Operator) -> None:
 _PROBES = _probe_inputs()
 _CHECKED: dict[int, Operator] = {}
 PRUNERZERO = Registry("prunerzero", ("W", "X", "G"), ops=BASIC)
-EXTENDED = Registry("extended", ("W", "X", "G", "H", "S"), CONSTANTS, ops=BASIC + EXTRA)
+EXTENDED = Registry("extended", ("W", "X", "G", "H", "S"), CONSTANTS, ops=BASIC + EXTRA,
+                    numeric_constants=True)

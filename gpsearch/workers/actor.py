@@ -19,13 +19,14 @@ FAULTS_ENV = "GPSEARCH_TEST_FAULTS"
 
 def worker_spec(model: str, calib, ev, sparsity: float, pattern: str = "unstructured",
                 scope: str = "row", mode: str = "dense", dtype: str = "float32",
-                device: str = "cpu", cache_dir=None, device_map: str | None = None) -> dict:
+                device: str = "cpu", cache_dir=None, fitness: str = "ppl", topk: int = 512,
+                device_map: str | None = None) -> dict:
     """The plain data every worker builds its Evaluator from (configs as dicts, paths as str)."""
     as_dict = lambda c: c if isinstance(c, dict) else c.to_dict()  # noqa: E731
     return {"model": str(model), "calib": as_dict(calib), "ev": as_dict(ev),
             "sparsity": float(sparsity), "pattern": str(pattern), "scope": scope, "mode": mode,
             "dtype": dtype, "device": device, "cache_dir": str(cache_dir) if cache_dir else None,
-            "device_map": device_map}
+            "fitness": fitness, "topk": int(topk), "device_map": device_map}
 
 
 class EvalWorker:
@@ -47,7 +48,9 @@ class EvalWorker:
                                    spec["dtype"], spec["device"], spec["cache_dir"],
                                    device_map=spec.get("device_map"))
         pattern = parse_pattern(spec["pattern"], spec["sparsity"], spec["scope"])
-        self.backend = SerialBackend(self.evaluator, spec["sparsity"], pattern, ev, spec["mode"])
+        self.backend = SerialBackend(self.evaluator, spec["sparsity"], pattern, ev, spec["mode"],
+                                     fitness=spec.get("fitness", "ppl"),
+                                     topk=spec.get("topk", 512))
         self.evaluator.windows(ev)  # tokenise the validation windows once, up front
 
     def prepare(self, kinds: list[str]) -> dict:
@@ -59,10 +62,13 @@ class EvalWorker:
         return {"pid": os.getpid(), "threads": torch.get_num_threads(),
                 "computed": list(self.evaluator.features.computed)}
 
-    def evaluate(self, expr: str) -> EvalResult:
+    def fingerprint(self, expr: str) -> str | None:
+        return self.backend.fingerprint_one(expr)
+
+    def evaluate(self, expr: str, windows: tuple[int, int] | None = None) -> EvalResult:
         _test_fault(expr)
         try:
-            return self.backend.evaluate_one(expr)
+            return self.backend.evaluate_one(expr, windows)
         except BaseException:
             self.evaluator.restore()  # never leave a pruned model behind for the next candidate
             raise

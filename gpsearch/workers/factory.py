@@ -18,6 +18,7 @@ def make_backend(workers: int = 0, address: str | None = None, *, model: str = E
                  device: str = "cpu", cache_dir=None, progress: bool = False,
                  features: tuple[str, ...] = ("X", "G"), eval_timeout: float | None = None,
                  max_retries: int = 1, resources: str = "auto", evaluator=None,
+                 fitness: str = "ppl", topk: int = 512,
                  device_map: str | None = None, gpus_per_worker: int = 1):
     """A backend with ``evaluate_many(exprs) -> list[EvalResult]``, ``evaluate_one`` and ``close``.
 
@@ -41,6 +42,7 @@ def make_backend(workers: int = 0, address: str | None = None, *, model: str = E
         died; "auto" | "gpu" | "cpu" actor placement. The serial backend cannot interrupt an
         evaluation and ignores ``eval_timeout``.
     evaluator: serial only, an already built ``Evaluator`` to reuse (tests, notebooks).
+    fitness, topk: "ppl" or "kl" (to the dense model, top-``topk`` reference; see ``fitness``).
     device_map, gpus_per_worker: a model spanning several GPUs (accelerate's "auto" /
         "balanced"); Ray actors then request ``gpus_per_worker`` GPUs each (device_map "auto"
         when it is above 1 and none is given), so N GPUs run N / k resident models.
@@ -63,10 +65,11 @@ def make_backend(workers: int = 0, address: str | None = None, *, model: str = E
                                   device_map=device_map)
         for kind in features:
             evaluator.features.get(kind)
-        return SerialBackend(evaluator, sparsity, pat, ev, mode)
+        return SerialBackend(evaluator, sparsity, pat, ev, mode, fitness=fitness, topk=topk)
     from .ray_backend import RayBackend
 
     return RayBackend(model, calib, ev, sparsity, pattern, scope, mode, dtype, device, cache_dir,
                       workers=max(workers, 1), address=address, eval_timeout=eval_timeout,
                       max_retries=max_retries, resources=resources, features=tuple(features),
-                      gpus_per_worker=gpus_per_worker, device_map=device_map)
+                      fitness=fitness, topk=topk, gpus_per_worker=gpus_per_worker,
+                      device_map=device_map)

@@ -57,7 +57,8 @@ class RayBackend:
                  address: str | None = None, eval_timeout: float | None = None,
                  max_retries: int = 1, resources: str = "auto",
                  features: tuple[str, ...] = ("X", "G"), startup_timeout: float = 1800.0,
-                 gpus_per_worker: int = 1, device_map: str | None = None):
+                 fitness: str = "ppl", topk: int = 512, gpus_per_worker: int = 1,
+                 device_map: str | None = None):
         if workers < 1:
             raise UserError(f"the Ray backend needs at least one worker (got {workers})")
         if resources not in RESOURCES:
@@ -76,7 +77,7 @@ class RayBackend:
         if opts.get("num_gpus", 0) > 1 and device_map is None:
             device_map = "auto"  # one model over the actor's k GPUs (Ray sets CUDA_VISIBLE_DEVICES)
         self._spec = worker_spec(model, calib, ev, sparsity, pattern, scope, mode, dtype, device,
-                                 cache_dir, device_map=device_map)
+                                 cache_dir, fitness=fitness, topk=topk, device_map=device_map)
         self._cls, self._opts, self._threads = ray.remote(EvalWorker), opts, threads
         self._features = list(features)
         self.placement = {"workers": workers, "threads": threads, "device": device, **opts}
@@ -113,9 +114,17 @@ class RayBackend:
     def evaluate_one(self, expr: str) -> EvalResult:
         return self.evaluate_many([expr])[0]
 
-    def evaluate_many(self, exprs: list[str]) -> list[EvalResult]:
-        """One result per expression, in input order; never raises because of a worker."""
+    def fingerprint_many(self, exprs: list[str]) -> list[str | None]:
+        """Exact mask fingerprints computed on the workers (None where a worker failed)."""
+        out = self.evaluate_many(exprs, method="fingerprint")
+        return [None if isinstance(r, EvalResult) else r for r in out]
+
+    def evaluate_many(self, exprs: list[str], windows: tuple[int, int] | None = None,
+                      method: str = "evaluate") -> list[EvalResult]:
+        """One result per expression, in input order; never raises because of a worker.
+        windows: the validation windows [a, b) to score (None: all)."""
         exprs = list(exprs)
+        args = (tuple(windows),) if (method == "evaluate" and windows is not None) else ()
         todo = deque((e, 0) for e in dict.fromkeys(exprs))  # (expr, retries so far)
         done: dict[str, EvalResult] = {}
         busy: dict = {}  # result ref -> (slot, expr, retries, dispatch time)
@@ -123,7 +132,8 @@ class RayBackend:
             while todo and self._idle:
                 slot = self._idle.pop(0)
                 expr, tries = todo.popleft()
-                busy[slot.actor.evaluate.remote(expr)] = (slot, expr, tries, time.monotonic())
+                call = getattr(slot.actor, method)
+                busy[call.remote(expr, *args)] = (slot, expr, tries, time.monotonic())
             if not busy and not self._starting:
                 for expr, _ in todo:
                     done[expr] = EvalResult.failure(expr, "no live Ray worker left")
@@ -136,6 +146,8 @@ class RayBackend:
                 else:
                     self._finished(ref, busy.pop(ref), todo, done)
             self._expire(busy, done)
+        if method != "evaluate":
+            return [done[e] for e in exprs]
         out = [dataclasses.replace(done[e], extra=dict(done[e].extra)) for e in exprs]
         self.stats["evaluated"] += len(done)
         self.stats["failed"] += sum(not r.ok for r in done.values())

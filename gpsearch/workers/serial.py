@@ -1,8 +1,17 @@
-"""The serial backend: one resident Evaluator in this process scores candidates one by one."""
+"""The serial backend: one resident Evaluator in this process scores candidates one by one.
+
+- ``fingerprint_many(exprs)``: the hash of each candidate's whole masks on the real features
+  ("invalid: why" for a tree that fails on them); the masks are kept for the evaluation that
+  usually follows (``MaskCache``).
+- ``evaluate_many(exprs, windows=None)``: prune, score the validation windows ``[a, b)`` (all
+  when None), restore. ``extra["nll"]`` / ``extra["kl"]`` hold the per-window values, so a staged
+  search can add windows later; ``fitness`` is the score over the windows scored in this call.
+"""
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from ..config import EvalConfig
 from ..errors import TreeError
@@ -10,34 +19,115 @@ from ..masks import Pattern
 from ..tree import parse_prefix
 from .result import EvalResult, fitness_of
 
+NUMERIC = (RuntimeError, ValueError, FloatingPointError)
+
 
 class SerialBackend:
-    """``evaluate_many(exprs)``: prune with each expression, validation perplexity, restore."""
+    """Prune with each expression, score on the validation windows, restore."""
 
     def __init__(self, evaluator, sparsity: float, pattern: Pattern, ev: EvalConfig,
-                 mode: str = "dense"):
+                 mode: str = "dense", fitness: str = "ppl", topk: int = 512,
+                 mask_cache_bytes: int = 512 << 20):
+        from ..maskcache import MaskCache
+
+        if fitness not in ("ppl", "kl"):
+            raise ValueError(f"unknown fitness {fitness!r}")
         self.evaluator, self.sparsity, self.pattern, self.ev, self.mode = \
             evaluator, sparsity, pattern, ev, mode
+        self.fitness, self.topk = fitness, topk
+        self.masks = MaskCache(mask_cache_bytes)
+        self._reference = None
 
-    def evaluate_one(self, expr: str) -> EvalResult:
+    # ---- fingerprints -------------------------------------------------------------------------
+    def fingerprint_one(self, expr: str) -> str | None:
+        from ..maskcache import digest, pack
+
+        if self.mode != "dense":
+            return None
+        try:
+            masks = self.evaluator.compute_masks(parse_prefix(expr, _registry()), self.sparsity,
+                                                 self.pattern)
+        except TreeError as e:
+            return f"invalid: {e}"
+        except NUMERIC as e:
+            return f"invalid: {type(e).__name__}: {e}"[:300]
+        packed = {n: pack(m) for n, m in masks.items()}
+        self.masks.put(expr, packed)
+        return digest(packed)
+
+    def fingerprint_many(self, exprs: list[str]) -> list[str | None]:
+        return [self.fingerprint_one(e) for e in exprs]
+
+    # ---- evaluation ---------------------------------------------------------------------------
+    def reference(self):
+        """The dense model's top-K next-token reference on the validation windows (KL fitness);
+        built on first use, while the model is dense, and cached on disk."""
+        if self._reference is None:
+            from ..features import default_cache_dir
+            from ..fitness import cached_reference
+
+            ev = self.evaluator
+            cache = ev.features.cache_dir if ev.features.cache_dir else default_cache_dir()
+            self._reference = cached_reference(
+                ev.model, ev.lm.identity, ev.windows(self.ev), self.ev.to_dict(), self.topk,
+                Path(cache), self.ev.batch_size, use_cache=ev.features.use_cache)
+        return self._reference
+
+    def evaluate_one(self, expr: str, windows: tuple[int, int] | None = None) -> EvalResult:
+        from ..fitness import window_scores
+        from ..maskcache import unpack
+        from ..perplexity import perplexity_from_losses
+
         t0 = time.perf_counter()
+        ev = self.evaluator
+        all_windows = ev.windows(self.ev)
+        a, b = windows if windows is not None else (0, all_windows.shape[0])
+        ref = self.reference() if self.fitness == "kl" else None
         try:
             tree = parse_prefix(expr, _registry())
-            rec = self.evaluator.evaluate(tree, self.sparsity, self.pattern, self.ev, self.mode)
+            packed = self.masks.get(expr) if self.mode == "dense" else None
+            try:
+                if packed is not None:
+                    dev = next(iter(ev.linears.values())).weight.device
+                    counts = ev.apply_masks({n: unpack(*packed[n], device=dev) for n in packed})
+                else:
+                    counts = ev.prune(tree, self.sparsity, self.pattern, self.mode)
+                prune_timings = dict(ev.timings)
+                t1 = time.perf_counter()
+                scores = window_scores(ev.model, all_windows[a:b], self.ev.batch_size, ref, a)
+                forward_s = time.perf_counter() - t1
+            finally:
+                ev.restore()
         except TreeError as e:
             return EvalResult.failure(expr, str(e), time.perf_counter() - t0)
-        except (RuntimeError, ValueError, FloatingPointError) as e:  # numerical breakdowns
-            self.evaluator.restore()
+        except NUMERIC as e:  # numerical breakdowns
             return EvalResult.failure(expr, f"{type(e).__name__}: {e}"[:300], time.perf_counter() - t0)
-        return EvalResult(expr=expr, fitness=fitness_of(rec["ppl"]), ppl=rec["ppl"],
-                          seconds=time.perf_counter() - t0,
-                          achieved_sparsity=rec["achieved_sparsity"], extra={"timings": rec["timings"]})
+        zeros = sum(z for z, _ in counts.values())
+        total = sum(t for _, t in counts.values())
+        ppl = perplexity_from_losses(_tensor(scores["nll"]), all_windows.shape[1])
+        if self.fitness == "kl":
+            from ..search.stages import score_of
 
-    def evaluate_many(self, exprs: list[str]) -> list[EvalResult]:
-        return [self.evaluate_one(e) for e in exprs]
+            value = score_of("kl", scores["kl"])
+        else:
+            value = ppl
+        return EvalResult(expr=expr, fitness=fitness_of(value), ppl=ppl,
+                          seconds=time.perf_counter() - t0, achieved_sparsity=zeros / total,
+                          extra={"timings": {**prune_timings, "forward_s": forward_s,
+                                             "masks_cached": packed is not None},
+                                 "windows": [a, b], **scores})
+
+    def evaluate_many(self, exprs: list[str], windows: tuple[int, int] | None = None) -> list[EvalResult]:
+        return [self.evaluate_one(e, windows) for e in exprs]
 
     def close(self) -> None:
         pass
+
+
+def _tensor(values):
+    import torch
+
+    return torch.tensor(values, dtype=torch.float64)
 
 
 def _registry():

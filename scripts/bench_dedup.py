@@ -1,0 +1,100 @@
+"""Benchmark: are fingerprint merges exact? Re-evaluate sampled fingerprint hits of a search.
+
+For a finished (or running) search directory: sample ``--samples`` fingerprint hits from its
+log.jsonl (seeded), rebuild the run's evaluator (same model, calibration, sparsity, pattern,
+fitness), and score each hit's tree FROM SCRATCH (its own scores and masks, no mask cache) on the
+same first-stage windows the search scored its twin on. A false merge is a hit whose fresh
+fitness differs from the fitness the search gave it. Also reports the share of the run's
+candidates resolved without a forward pass (key hits, fingerprint hits, invalid trees).
+
+    .venv/bin/python scripts/bench_dedup.py RUN_DIR [--samples 50] [--out bench/bench_dedup.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from gpsearch.config import CalibConfig, EvalConfig  # noqa: E402
+from gpsearch.evaluator import Evaluator  # noqa: E402
+from gpsearch.masks import parse_pattern  # noqa: E402
+from gpsearch.maskcache import MaskCache  # noqa: E402
+from gpsearch.search.evaluation import capped  # noqa: E402
+from gpsearch.search.stages import score_of  # noqa: E402
+from gpsearch.workers.serial import SerialBackend  # noqa: E402
+
+
+def commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                              check=True, cwd=Path(__file__).resolve().parents[1]).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("run_dir")
+    ap.add_argument("--samples", type=int, default=50)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default="bench/bench_dedup.json")
+    args = ap.parse_args()
+    run = Path(args.run_dir)
+    config = json.loads((run / "config.json").read_text())
+    s = config["settings"]
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line]
+    hits = [r for r in records if r["hit"] == "fingerprint"]
+    by_key = {}
+    for r in records:
+        by_key.setdefault(r["key"], r)
+    sample = random.Random(args.seed).sample(hits, min(args.samples, len(hits)))
+    calib = CalibConfig.from_dict(config["calibration"])
+    ev = EvalConfig.from_dict(config["evaluation"])
+    pattern = parse_pattern(s["pattern"], s["sparsity"], s["scope"])
+    evaluator = Evaluator(s["model"], calib, s["dtype"], s["device"], s.get("cache_dir"))
+    backend = SerialBackend(evaluator, s["sparsity"], pattern, ev, fitness=s.get("fitness", "ppl"),
+                            topk=s.get("topk", 512))
+    stages = config["search"].get("stages") or []
+    windows = (0, stages[0][0]) if stages else None
+    rows, t0 = [], time.perf_counter()
+    for i, r in enumerate(sample):
+        backend.masks = MaskCache()  # the tree's own masks, recomputed
+        res = backend.evaluate_one(r["simplified"], windows)
+        given = r["fitness"]
+        if res.ok and stages:  # the stage score exactly as the search computes it
+            kind = s.get("fitness", "ppl")
+            fresh = capped(score_of(kind, res.extra["nll" if kind == "ppl" else "kl"]))
+        else:
+            fresh = res.fitness
+        same = res.ok and fresh == given
+        rows.append({"expr": r["simplified"], "given": given, "fresh": fresh, "equal": same,
+                     "twin": r.get("fingerprint"), "error": res.error})
+        print(f"[{i + 1}/{len(sample)}] {'ok   ' if same else 'FALSE'} given {given:.6g} fresh "
+              f"{fresh:.6g}  {r['simplified'][:90]}", flush=True)
+    n = len(records) or 1
+    skipped = {k: sum(r["hit"] == k for r in records) for k in ("key", "fingerprint", "invalid")}
+    out = {
+        "bench": "dedup", "commit": commit(), "run_dir": str(run),
+        "run_settings": {k: s.get(k) for k in ("model", "space", "sparsity", "pattern", "fitness",
+                                                "stages", "seed", "population", "offspring")},
+        "windows": list(windows) if windows else None,
+        "candidates": len(records), "fingerprint_hits": len(hits), "sampled": len(rows),
+        "false_merges": sum(not r["equal"] for r in rows),
+        "skipped_share": {k: round(v / n, 4) for k, v in skipped.items()},
+        "skipped_share_total": round(sum(skipped.values()) / n, 4),
+        "seconds": round(time.perf_counter() - t0, 1), "rows": rows,
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in out.items() if k != "rows"}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
