@@ -108,9 +108,12 @@ class Evaluator:
 
     @torch.no_grad()
     def compute_masks(self, tree: Node, sparsity: float, pattern: Pattern) -> dict:
-        """{linear: bool mask of the weights to zero} (dense features), without pruning."""
+        """{linear: bool mask of the weights to zero} (dense features), without pruning. The masks
+        go to host memory layer by layer: the whole model's would be 1 byte per pruned parameter
+        on the accelerator (a no-op on CPU)."""
         self.prepare(tree)
-        return {name: make_mask(self.score(tree, name), sparsity, pattern) for name in self.linears}
+        return {name: make_mask(self.score(tree, name), sparsity, pattern).cpu()
+                for name in self.linears}
 
     @torch.no_grad()
     def apply_masks(self, masks: dict) -> dict:

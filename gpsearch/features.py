@@ -5,9 +5,10 @@
 - ``G`` = 100 * sqrt(sum over calibration samples of (per-sample gradient of the LM loss w.r.t. the
   weight)^2), [out, in], computed once on the dense model, accumulated in float32 and stored in
   float32 for float32 models, in the model's dtype for bfloat16/float16 ones (2 bytes per
-  parameter instead of 4 on the device; trees still compute in float32). Each sample's gradient is squared into
-  one accumulator per linear as soon as it is produced (post-accumulate-grad hooks), and the
-  gradient itself is freed at once: memory stays at about one extra copy of the linear weights;
+  parameter instead of 4 on the device; trees still compute in float32). Each sample's gradient
+  is squared into one accumulator per linear as soon as it is produced (post-accumulate-grad
+  hooks), and the gradient itself is freed at once: memory stays at about one extra copy of the
+  linear weights;
 - ``H`` = diag of the damped inverse Hessian [1, in]; ``S`` = sqrt(X) [1, in].
 Cached as safetensors under the cache directory, keyed by model identity + calibration config.
 """

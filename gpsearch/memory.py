@@ -165,8 +165,11 @@ def needs(shape: Shape, wbytes: int, g_bytes: int, per_param_transient: float,
     fwd = forward_bytes(shape, batch, seqlen, wbytes)
     x_bytes = shape.layers * 4 * (6 * shape.hidden + shape.intermediate)  # X: [1, in] float32
     kl = eval_tokens * KL_TOPK * KL_BYTES_PER_ENTRY
-    prune = weights + p * g_bytes + x_bytes + transient + fwd
+    prune_no_g = weights + x_bytes + transient + fwd  # trees over W, X only (Wanda, RIA...)
+    prune = prune_no_g + p * g_bytes
     search = prune + kl
+    # the layout before: restore copy beside the model, float32 |W| cache, float32 G
+    before = weights + p * wbytes + p * 4 + p * 4 + x_bytes + transient + fwd
     # SparseGPT with --offload: one block + its Hessians + the calibration activations
     # (inputs and outputs of a block, calib x calib_seqlen tokens) + embeddings/head + a
     # float32 working copy of the largest linear (the solver runs in float32).
@@ -174,7 +177,8 @@ def needs(shape: Shape, wbytes: int, g_bytes: int, per_param_transient: float,
     sgpt_off = (shape.block_params() * wbytes + shape.hessian_bytes() + acts
                 + other * wbytes + 3 * 4 * shape.largest_linear())
     sgpt_res = weights + shape.hessian_bytes() + acts + 3 * 4 * shape.largest_linear()
-    return {"pruned_params": p, "weights": weights, "prune": prune, "search": search,
+    return {"pruned_params": p, "weights": weights, "prune": prune, "prune_no_g": prune_no_g,
+            "search": search, "search_no_g": prune_no_g + kl, "search_before": before + kl,
             "sparsegpt_offload": sgpt_off, "sparsegpt_resident": sgpt_res,
             "host_restore_copy": p * wbytes, "forward": fwd, "transient": transient,
             "g_compute_accumulators": p * 4}

@@ -82,11 +82,7 @@ def load_model(spec: str = EMBEDDED, dtype: str | torch.dtype = "float32",
     model larger than one GPU (``device`` is then ignored); offloading to cpu/disk is refused.
     offload: keep the blocks in host memory and move them to ``device`` one at a time
     (``offload.BlockOffloader``). At most one of the two."""
-    if device_map is not None and device_map not in DEVICE_MAPS:
-        raise UserError(f"unknown --device-map {device_map!r}; choose one of {', '.join(DEVICE_MAPS)}")
-    if device_map is not None and offload:
-        raise UserError("give either --device-map (the model spans several GPUs) or --offload "
-                        "(blocks moved to one device in turn), not both")
+    check_placement(device_map, offload=offload)
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -138,6 +134,17 @@ def place_model(model: nn.Module, dev: torch.device, device_map: str | None = No
         BlockOffloader(model, dev)
     else:
         model.to(dev)
+
+
+def check_placement(device_map: str | None, gpus_per_worker: int = 1, offload: bool = False) -> None:
+    """One-line errors for --device-map / --gpus-per-worker / --offload, before anything loads."""
+    if device_map is not None and device_map not in DEVICE_MAPS:
+        raise UserError(f"unknown --device-map {device_map!r}; choose one of {', '.join(DEVICE_MAPS)}")
+    if device_map is not None and offload:
+        raise UserError("give either --device-map (the model spans several GPUs) or --offload "
+                        "(blocks moved to one device in turn), not both")
+    if gpus_per_worker < 1:
+        raise UserError(f"--gpus-per-worker must be 1 or more (got {gpus_per_worker})")
 
 
 def _forget_gguf_quantization(model: nn.Module) -> None:

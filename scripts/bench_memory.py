@@ -33,6 +33,7 @@ TREES = {"wanda": "mul(W, sqrt(X))", "gblm": "add(mul(W, sqrt(X)), mul(W, G))",
          "default_search_best": "add(mul(W, sqrt(add(X, X))), zsn(mul(mms(W), G)))",
          "w_times_g": "mul(W, G)"}
 GPUS_GB = (24, 48, 80, 141)
+BF16_NSAMPLES = 2
 
 
 def rss_now_mb() -> float:
@@ -44,6 +45,9 @@ def rss_now_mb() -> float:
 
 def one(dtype: str, nsamples: int, cache: str) -> dict:
     import torch
+
+    if dtype != "float32":  # byte counts do not depend on it; a bf16 gradient pass is slow on CPU
+        nsamples = min(nsamples, BF16_NSAMPLES)
 
     from gpsearch.config import CalibConfig, EvalConfig
     from gpsearch.evaluator import Evaluator
@@ -74,15 +78,27 @@ def one(dtype: str, nsamples: int, cache: str) -> dict:
         e.restore()
         peaks[name] = {"peak_bytes": peak, "per_param_of_largest_linear": peak / largest,
                        "per_pruned_param": peak / acc["pruned_params"], "profiled_s": secs}
+    # the search's path: whole-model masks first (fingerprint), then applied
+    tree, out_search = parse_prefix(TREES["default_search_best"]), None
+    if hasattr(e, "compute_masks"):
+        peak, secs = peak_transient(lambda: e.apply_masks(e.compute_masks(tree, 0.5, pattern)))
+        e.restore()
+        out_search = {
+            "tree": TREES["default_search_best"], "peak_bytes": peak,
+            "per_pruned_param": peak / acc["pruned_params"], "profiled_s": secs}
     bits = torch.int32 if wbytes == 4 else torch.int16
     exact = all(torch.equal(snapshot[n].view(bits), lin.weight.detach().view(bits))
                 for n, lin in e.linears.items())
-    out = {"dtype": dtype, "load_s": load_s, "features_s": features_s, "accounting": acc,
+    out = {"dtype": dtype, "nsamples": nsamples, "search_path_transient": out_search,
+           "load_s": load_s, "features_s": features_s, "accounting": acc,
            "before": before_layout(acc, wbytes), "weight_bytes_per_param": wbytes,
            "g_dtype": str(next(iter(e.features.get("G").values())).dtype),
            "largest_linear_params": largest, "transient": peaks,
            "restore_bit_exact_after_5_trees": exact, "rss_after_load_mb": rss_loaded}
 
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if dtype != "float32":
+        return out
     # |W| on the fly vs a cache, per candidate (dense prune of the whole model)
     tree = parse_prefix(TREES["wanda"])
 
@@ -114,7 +130,7 @@ def one(dtype: str, nsamples: int, cache: str) -> dict:
                     "extra_s_per_candidate": fly - cached, "abs_all_layers_s": abs_all,
                     "cache_build_s": build}
 
-    if dtype == "float32":  # flips of the masks when G is stored in 16 bits
+    if True:  # float32 only: flips of the masks when G is stored in 16 bits
         G = e.features.get("G")
         X = e.features.get("X")
         flips = {}
@@ -145,7 +161,8 @@ def extrapolate(results: dict) -> dict:
     from gpsearch.memory import SHAPES, needs
 
     bf = results["bfloat16"]
-    per = max(p["per_param_of_largest_linear"] for p in bf["transient"].values())
+    per = max(p["per_param_of_largest_linear"] for p in bf["transient"].values()
+              if "per_param_of_largest_linear" in p)
     table = {}
     for name, shape in SHAPES.items():
         n = needs(shape, wbytes=2, g_bytes=2, per_param_transient=per)
