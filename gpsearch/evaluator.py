@@ -67,7 +67,8 @@ class Evaluator:
                 t["H"] = local["H"][name] if local and "H" in local else self.features.get("H")[name]
             elif term == "G":
                 t["G"] = self.features.get("G")[name]
-        return t
+        dev = self.linears[name].weight.device  # --offload: the block is on the device now
+        return {k: v if v.device == dev else v.to(dev) for k, v in t.items()}
 
     def abs_weight(self, name: str) -> torch.Tensor:
         """|dense weight| in float32, computed per layer when needed (a transient, not a cache:

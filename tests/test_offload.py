@@ -121,6 +121,10 @@ def test_offload_keeps_blocks_in_host_memory_and_gives_the_same_results(dev, tok
                          keep=True)
         weights = {n: lin.weight.detach().cpu().clone() for n, lin in e.linears.items()}
         e.restore()
+        e.prune(parse_prefix("mul(W, sqrt(X))"), 0.5, UNSTRUCTURED, mode="dense")
+        weights.update({f"dense:{n}": lin.weight.detach().cpu().clone()
+                        for n, lin in e.linears.items()})
+        e.restore()
         prune_sparsegpt(e, 0.5, UNSTRUCTURED)
         sgpt = {n: lin.weight.detach().cpu().clone() for n, lin in e.linears.items()}
         out[key] = (rec["ppl"], weights, sgpt, e.perplexity(evc)["ppl"])
