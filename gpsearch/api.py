@@ -49,6 +49,8 @@ class PruneConfig:
     zero_shot_limit: int | None = None  # at most this many examples per task
     update: str = "none"  # weight update: none, recon (least squares after the mask), sparsegpt
     recon_max_iter: int = 20  # update recon: conjugate-gradient iterations per linear
+    device_map: str | None = None  # accelerate placement over several GPUs (auto, balanced)
+    offload: bool = False  # blocks in host memory, moved to the device one at a time
 
 
 def _fields_of(cls) -> dict:
@@ -87,6 +89,13 @@ class SearchSettings:
     ray_address: str | None = SEARCH_DEFAULTS["ray_address"]
     eval_timeout: float | None = SEARCH_DEFAULTS["eval_timeout"]
     report: str = SEARCH_DEFAULTS["report"]
+    fitness: str = SEARCH_DEFAULTS["fitness"]  # kl or ppl
+    stages: str = SEARCH_DEFAULTS["stages"]  # TOKENS:FRACTION,... or none
+    topk: int = SEARCH_DEFAULTS["topk"]
+    immigrants: int = SEARCH_DEFAULTS["immigrants"]
+    tune: int = SEARCH_DEFAULTS["tune"]
+    device_map: str | None = SEARCH_DEFAULTS["device_map"]
+    gpus_per_worker: int = SEARCH_DEFAULTS["gpus_per_worker"]
 
     def changed(self) -> dict:
         """The settings that differ from the defaults (what a resumed run may be given)."""
@@ -144,7 +153,7 @@ def prune(config: PruneConfig | None = None, evaluator=None, keep: bool = False,
         from .evaluator import Evaluator
 
         evaluator = Evaluator(cfg.model, cfg.calib, cfg.dtype, cfg.device, cfg.cache_dir,
-                              progress=True)
+                              progress=True, device_map=cfg.device_map, offload=cfg.offload)
     log(f"calibration: {evaluator.calib.to_dict()}")
     ev = cfg.evaluation
     dense = evaluator.perplexity(ev) if cfg.dense_ppl else None

@@ -3,17 +3,20 @@
 The inputs of the first decoder block are captured generically (every positional and keyword
 argument: attention masks, position ids, rotary position embeddings...), so no per-family code is
 needed and new transformers releases that add arguments keep working. Each block is then run on
-those inputs; its outputs become the next block's inputs.
+those inputs; its outputs become the next block's inputs. With ``--offload`` (a
+``BlockOffloader`` on the model) each block is on the device only while it is processed.
 """
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Callable
 
 import torch
 from tqdm.auto import tqdm
 
 from .models import decoder_blocks, model_device
+from .offload import offloader
 
 
 class _Stop(Exception):
@@ -52,11 +55,12 @@ def capture_block_inputs(model, samples: torch.Tensor, batch_size: int) -> list[
     handle = first.register_forward_pre_hook(hook, with_kwargs=True)
     dev = model_device(model)
     try:
-        for s in range(0, samples.shape[0], batch_size):
-            try:
-                model(input_ids=samples[s:s + batch_size].to(dev), use_cache=False)
-            except _Stop:
-                pass
+        with _held(model, 0):
+            for s in range(0, samples.shape[0], batch_size):
+                try:
+                    model(input_ids=samples[s:s + batch_size].to(dev), use_cache=False)
+                except _Stop:
+                    pass
     finally:
         handle.remove()
     return captured
@@ -76,5 +80,12 @@ def sequential_blocks(model, samples: torch.Tensor, batch_size: int,
     inputs = capture_block_inputs(model, samples, batch_size)
     blocks = decoder_blocks(model)
     for i, block in enumerate(tqdm(blocks, desc=desc, disable=not progress, leave=False)):
-        process(i, block, inputs)
-        inputs = run_block(block, inputs)
+        with _held(model, i):
+            process(i, block, inputs)
+            inputs = run_block(block, inputs)
+
+
+def _held(model, i: int):
+    """Block ``i`` kept on the device for the body under ``--offload``; else nothing."""
+    off = offloader(model)
+    return off.hold(i) if off is not None else nullcontext()

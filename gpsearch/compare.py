@@ -188,6 +188,8 @@ class CompareConfig:
     allow_mixed: bool = False  # accept included rows measured under another configuration
     zero_shot: list = field(default_factory=list)  # lm-eval tasks, e.g. ["wiki_lastword"]
     zero_shot_limit: int | None = None  # at most this many examples per task
+    device_map: str | None = None  # accelerate placement over several GPUs (auto, balanced)
+    offload: bool = False  # blocks in host memory, moved to the device one at a time
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -307,7 +309,7 @@ def run_compare(cfg: CompareConfig, evaluator=None, progress: bool = True,
         from .evaluator import Evaluator
 
         evaluator = Evaluator(cfg.model, cfg.calib, cfg.dtype, cfg.device, cfg.cache_dir,
-                              progress=progress)
+                              progress=progress, device_map=cfg.device_map, offload=cfg.offload)
     ev = cfg.evaluation
     for n in notes:
         log(f"note: {n}")

@@ -15,6 +15,7 @@ from .errors import UserError
 from .features import FeatureStore
 from .masks import Pattern, make_mask
 from .models import EMBEDDED, LoadedModel, block_linears, load_model, prunable_linears, set_threads
+from .offload import RestoreStore
 from .perplexity import perplexity
 from .stats import attach_stats, remove_hooks
 from .tree import EXTENDED, Node, check_score, evaluate, terminals_used, to_prefix
@@ -27,17 +28,17 @@ class Evaluator:
 
     def __init__(self, model: str = EMBEDDED, calib: CalibConfig | None = None,
                  dtype: str = "float32", device: str = "cpu", cache_dir: Path | None = None,
-                 progress: bool = False, use_cache: bool = True, lm: LoadedModel | None = None):
+                 progress: bool = False, use_cache: bool = True, lm: LoadedModel | None = None,
+                 device_map: str | None = None, offload: bool = False):
         set_threads()
         self.calib = calib or CalibConfig()
-        self.lm = lm or load_model(model, dtype, device)
+        self.lm = lm or load_model(model, dtype, device, device_map=device_map, offload=offload)
         self.model = self.lm.model
         self.progress = progress
         self.linears = prunable_linears(self.model)
-        self.dense = {n: lin.weight.detach().clone() for n, lin in self.linears.items()}
+        self.dense = RestoreStore(self.linears)  # host memory; dense[name] is on the layer's device
         self.features = FeatureStore(self.lm, self.calib, cache_dir, progress, use_cache)
         self._windows: dict[EvalConfig, torch.Tensor] = {}
-        self._abs: dict[str, torch.Tensor] = {}
         self.timings: dict[str, float] = {}
 
     # ---- data ---------------------------------------------------------------------------------
@@ -66,18 +67,19 @@ class Evaluator:
                 t["H"] = local["H"][name] if local and "H" in local else self.features.get("H")[name]
             elif term == "G":
                 t["G"] = self.features.get("G")[name]
-        return t
+        dev = self.linears[name].weight.device  # --offload: the block is on the device now
+        return {k: v if v.device == dev else v.to(dev) for k, v in t.items()}
 
     def abs_weight(self, name: str) -> torch.Tensor:
-        """|dense weight| in float32, cached (one extra copy of the linears: trees read W often)."""
-        if name not in self._abs:
-            self._abs[name] = self.dense[name].abs().float()
-        return self._abs[name]
+        """|dense weight| in float32, computed per layer when needed (a transient, not a cache:
+        a cache would hold 4 more bytes per pruned parameter on the device). Read from the live
+        weight while it is provably dense, else from the host copy."""
+        return self.dense.current_if_dense(name).abs().float()
 
     def score(self, tree: Node, name: str, local: dict | None = None) -> torch.Tensor:
         needed = terminals_used(tree)
         raw = evaluate(tree, self.terminals(name, needed, local), EXTENDED)
-        return check_score(raw, self.dense[name].shape)
+        return check_score(raw, self.linears[name].weight.shape)
 
     def prepare(self, tree: Node) -> None:
         """Compute (or load) the features the tree needs, so later timings exclude them."""
@@ -107,9 +109,12 @@ class Evaluator:
 
     @torch.no_grad()
     def compute_masks(self, tree: Node, sparsity: float, pattern: Pattern) -> dict:
-        """{linear: bool mask of the weights to zero} (dense features), without pruning."""
+        """{linear: bool mask of the weights to zero} (dense features), without pruning. The masks
+        go to host memory layer by layer: the whole model's would be 1 byte per pruned parameter
+        on the accelerator (a no-op on CPU)."""
         self.prepare(tree)
-        return {name: make_mask(self.score(tree, name), sparsity, pattern) for name in self.linears}
+        return {name: make_mask(self.score(tree, name), sparsity, pattern).cpu()
+                for name in self.linears}
 
     @torch.no_grad()
     def apply_masks(self, masks: dict) -> dict:
@@ -149,8 +154,7 @@ class Evaluator:
 
     @torch.no_grad()
     def restore(self) -> None:
-        for name, lin in self.linears.items():
-            lin.weight.copy_(self.dense[name])
+        self.dense.restore()
 
     def layer_counts(self) -> dict[str, tuple[int, int]]:
         return {n: (int((lin.weight == 0).sum()), lin.weight.numel()) for n, lin in self.linears.items()}

@@ -3,9 +3,12 @@
 - ``W`` = |weight| of the DENSE model, fp32 [out, in] (taken from the evaluator's dense copy);
 - ``X`` = Wanda's scaler_row [1, in] (see ``stats``), from the dense model ("dense" mode);
 - ``G`` = 100 * sqrt(sum over calibration samples of (per-sample gradient of the LM loss w.r.t. the
-  weight)^2), [out, in], computed once on the dense model. Each sample's gradient is squared into
-  one accumulator per linear as soon as it is produced (post-accumulate-grad hooks), and the
-  gradient itself is freed at once: memory stays at about one extra copy of the linear weights;
+  weight)^2), [out, in], computed once on the dense model, accumulated in float32 and stored in
+  float32 for float32 models, in the model's dtype for bfloat16/float16 ones (2 bytes per
+  parameter instead of 4 on the device; trees still compute in float32). Each sample's gradient
+  is squared into one accumulator per linear as soon as it is produced (post-accumulate-grad
+  hooks), and the gradient itself is freed at once: memory stays at about one extra copy of the
+  linear weights;
 - ``H`` = diag of the damped inverse Hessian [1, in]; ``S`` = sqrt(X) [1, in].
 Cached as safetensors under the cache directory, keyed by model identity + calibration config.
 """
@@ -23,7 +26,9 @@ from tqdm.auto import tqdm
 
 from .config import CalibConfig
 from .data import calibration_samples
+from .errors import UserError
 from .models import LoadedModel, base_model, model_device, prunable_linears
+from .offload import offloader
 from .stats import attach_stats, remove_hooks
 
 FEATURE_VERSION = 1
@@ -54,6 +59,10 @@ def collect_input_stats(model, linears, samples: torch.Tensor, batch_size: int,
 
 def collect_gradients(model, linears, samples: torch.Tensor, progress: bool = False) -> dict:
     """G for every linear: per-sample gradients squared and summed in place, then 100*sqrt."""
+    if offloader(model) is not None:
+        raise UserError("G needs a backward pass through the whole model, which --offload does not "
+                        "support: compute G once without --offload (the cache is reused), or use "
+                        "a tree without G")
     was_training, grad_was = model.training, torch.is_grad_enabled()
     flags = {p: p.requires_grad for p in model.parameters()}
     acc = {n: torch.zeros_like(lin.weight, dtype=torch.float32) for n, lin in linears.items()}
@@ -83,7 +92,12 @@ def collect_gradients(model, linears, samples: torch.Tensor, progress: bool = Fa
             p.requires_grad_(f)
             p.grad = None
         model.train(was_training)
-    return {n: a.sqrt_().mul_(100.0) for n, a in acc.items()}
+    return {n: a.sqrt_().mul_(100.0).to(g_dtype(linears[n].weight.dtype)) for n, a in acc.items()}
+
+
+def g_dtype(weight_dtype: torch.dtype) -> torch.dtype:
+    """The dtype G is kept in: float32, or the model's own dtype when that is a 16-bit float."""
+    return weight_dtype if weight_dtype in (torch.bfloat16, torch.float16) else torch.float32
 
 
 class FeatureStore:
@@ -116,7 +130,7 @@ class FeatureStore:
         if kind not in self._mem:
             path = self.path(kind)
             if self.use_cache and path.is_file():
-                self._mem[kind] = load_file(str(path), device=str(model_device(self.lm.model)))
+                self._mem[kind] = self._placed(kind, load_file(str(path)))
             else:
                 self._mem.update(self._compute(kind))
                 self.computed.append(kind)
@@ -124,6 +138,14 @@ class FeatureStore:
                     for k in ({kind, "X", "H"} & set(self._mem)) if kind != "G" else {kind}:
                         self._save(k)
         return self._mem[kind]
+
+    def _placed(self, kind: str, tensors: dict) -> dict:
+        """Loaded tensors on their linear's device (G in its storage dtype, see g_dtype)."""
+        out = {}
+        for n, t in tensors.items():
+            w = self.linears[n].weight
+            out[n] = t.to(w.device, g_dtype(w.dtype) if kind == "G" else t.dtype)
+        return out
 
     def _compute(self, kind: str) -> dict:
         model = self.lm.model

@@ -87,14 +87,14 @@ def window_scores(model, windows: torch.Tensor, batch_size: int = 4,
                   leave=False):
         ids = windows[s:s + batch_size].to(dev)
         logits = model(input_ids=ids, use_cache=False).logits[:, :-1, :]
-        target = ids[:, 1:]
+        target = ids[:, 1:].to(logits.device)  # the last GPU under a --device-map
         loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), target.reshape(-1),
                                reduction="none").view(ids.shape[0], -1)
         nll.append(loss.mean(dim=1).double().cpu())
         if reference is not None:
             a, b = offset + s, offset + s + ids.shape[0]
-            ref_logp = reference.logp[a:b].to(dev)
-            ref_idx = reference.index[a:b].to(dev)
+            ref_logp = reference.logp[a:b].to(logits.device)
+            ref_idx = reference.index[a:b].to(logits.device)
             kl.append(coarse_kl(ref_logp, ref_idx, logits).mean(dim=1).cpu())
     out = {"nll": torch.cat(nll).tolist()}
     if reference is not None:

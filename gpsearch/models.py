@@ -70,9 +70,19 @@ def resolve_device(device: str) -> torch.device:
         raise UserError(f"unknown device {device!r}: {e}") from None
 
 
+DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential", "cpu")
+
+
 def load_model(spec: str = EMBEDDED, dtype: str | torch.dtype = "float32",
-               device: str = "cpu") -> LoadedModel:
-    """Load a causal LM and its tokenizer from a model spec (see module docstring)."""
+               device: str = "cpu", device_map: str | None = None,
+               offload: bool = False) -> LoadedModel:
+    """Load a causal LM and its tokenizer from a model spec (see module docstring).
+
+    device_map: accelerate's placement over every visible GPU ("auto", "balanced", ...) for a
+    model larger than one GPU (``device`` is then ignored); offloading to cpu/disk is refused.
+    offload: keep the blocks in host memory and move them to ``device`` one at a time
+    (``offload.BlockOffloader``). At most one of the two."""
+    check_placement(device_map, offload=offload)
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -94,6 +104,8 @@ def load_model(spec: str = EMBEDDED, dtype: str | torch.dtype = "float32",
         identity = _dir_identity(local) if local.exists() else f"hub:{spec}"
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+        if device_map is not None:
+            kwargs["device_map"] = device_map
         model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, **kwargs)
     except (OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -101,12 +113,38 @@ def load_model(spec: str = EMBEDDED, dtype: str | torch.dtype = "float32",
                         f"'{EMBEDDED}', a local directory or a .gguf file") from None
     if "gguf_file" in kwargs:
         _forget_gguf_quantization(model)
-    model.to(dev).eval()
+    place_model(model, dev, device_map, offload)
+    model.eval()
     model.config.use_cache = False
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.model_max_length = 1 << 30  # we cut windows ourselves
     return LoadedModel(model, tokenizer, spec, f"{identity}|{torch_dtype}")
+
+
+def place_model(model: nn.Module, dev: torch.device, device_map: str | None = None,
+                offload: bool = False) -> None:
+    """Put a loaded model where it runs: on ``dev``; as accelerate's ``device_map`` left it
+    (checked: no parameter offloaded to meta); or blocks in host memory (``offload``)."""
+    from .offload import BlockOffloader, check_real_weights
+
+    if device_map is not None:
+        check_real_weights(model)
+    elif offload:
+        BlockOffloader(model, dev)
+    else:
+        model.to(dev)
+
+
+def check_placement(device_map: str | None, gpus_per_worker: int = 1, offload: bool = False) -> None:
+    """One-line errors for --device-map / --gpus-per-worker / --offload, before anything loads."""
+    if device_map is not None and device_map not in DEVICE_MAPS:
+        raise UserError(f"unknown --device-map {device_map!r}; choose one of {', '.join(DEVICE_MAPS)}")
+    if device_map is not None and offload:
+        raise UserError("give either --device-map (the model spans several GPUs) or --offload "
+                        "(blocks moved to one device in turn), not both")
+    if gpus_per_worker < 1:
+        raise UserError(f"--gpus-per-worker must be 1 or more (got {gpus_per_worker})")
 
 
 def _forget_gguf_quantization(model: nn.Module) -> None:

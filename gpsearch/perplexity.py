@@ -27,7 +27,7 @@ def window_losses(model, windows: torch.Tensor, batch_size: int = 4,
         ids = windows[s:s + batch_size].to(dev)
         logits = model(input_ids=ids, use_cache=False).logits
         shift = logits[:, :-1, :].float()
-        target = ids[:, 1:]
+        target = ids[:, 1:].to(shift.device)  # the last device under a device_map
         nll = F.cross_entropy(shift.reshape(-1, shift.shape[-1]), target.reshape(-1),
                               reduction="none").view(ids.shape[0], -1)
         losses.append(nll.mean(dim=1).double().cpu())

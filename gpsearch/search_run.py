@@ -16,7 +16,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import UserError
-from .models import EMBEDDED
+from .models import EMBEDDED, check_placement
 
 # Defaults in one visible place. The no-argument run on 2 cores: one evaluation of SmolLM2-135M
 # on 8 validation windows x 256 tokens costs ~6 s; dedup skips about half of the candidates, so a
@@ -31,12 +31,12 @@ DEFAULTS = {
     "pattern": "unstructured", "scope": "row", "seed": 0, "seed_trees": ["known"],
     "workers": 0, "ray_address": None, "eval_timeout": None, "report": "magnitude,wanda",
     "fitness": "kl", "stages": "512:1,2048:0.25,8192:0.125", "topk": 512, "immigrants": 2,
-    "tune": 2,
+    "tune": 2, "device_map": None, "gpus_per_worker": 1,
 }
 # What a run directory written before these settings existed ran with (kept on --resume).
 LEGACY = {"fitness": "ppl", "stages": "none", "topk": 512, "immigrants": 0, "tune": 0}
 RUNTIME_ONLY = {"generations", "report", "tune", "test_windows", "workers", "ray_address", "eval_timeout",
-                "cache_dir"}
+                "cache_dir", "device_map", "gpus_per_worker"}  # placement: results unchanged
 
 
 def resolve_settings(given: dict, saved: dict | None = None) -> dict:
@@ -115,6 +115,7 @@ def plan(settings: dict, saved: dict | None = None) -> Plan:
     if s.get("eval_timeout") is not None and not s["eval_timeout"] > 0:
         raise UserError(f"--eval-timeout must be a positive number of seconds "
                         f"(got {s['eval_timeout']})")
+    check_placement(s.get("device_map"), s.get("gpus_per_worker") or 1)
     seeds = saved["seed_exprs"] if saved else _seeds(s["seed_trees"], registry, space,
                                                      s["population"])
     calib = CalibConfig(data=s["data"], nsamples=s["nsamples"], seqlen=s["seqlen"],
@@ -189,7 +190,8 @@ def build_backend(p: Plan):
                            sparsity=p.sparsity, pattern=p.pattern, mode="dense", dtype=s["dtype"],
                            device=s["device"], cache_dir=s["cache_dir"], progress=True,
                            features=tuple(kinds), eval_timeout=s.get("eval_timeout"),
-                           fitness=s["fitness"], topk=s["topk"])
+                           fitness=s["fitness"], topk=s["topk"], device_map=s.get("device_map"),
+                           gpus_per_worker=s.get("gpus_per_worker") or 1)
     if hasattr(backend, "evaluator"):
         backend.evaluator.progress = False  # no perplexity bar per candidate
         have = backend.evaluator.windows(p.ev).shape[0]
@@ -216,7 +218,8 @@ def report_on_test(p: Plan, backend, best_expr: str, run_path: Path) -> list[dic
     cfg = CompareConfig(methods=methods, patterns=[str(p.pattern)], sparsities=[p.sparsity],
                         out=str(run_path / "test_report"), model=s["model"], calib=p.calib,
                         evaluation=ev, dtype=s["dtype"], device=s["device"],
-                        cache_dir=s["cache_dir"], tree_features="dense")
+                        cache_dir=s["cache_dir"], tree_features="dense",
+                        device_map=s.get("device_map"))
     evaluator = getattr(backend, "evaluator", None)
     if evaluator is not None:
         evaluator.progress = False

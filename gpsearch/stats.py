@@ -33,6 +33,14 @@ class InputStats:
             b = inp.shape[0]
         flat = inp.reshape(-1, inp.shape[-1]).float()
         total = self.n + b
+        if flat.device != self.x.device:  # --offload: the block ran on the device, stats at home
+            self.x.mul_(self.n / total).add_(flat.pow(2).sum(dim=0, keepdim=True).to(self.x.device)
+                                             / total)
+            if self.h is not None:
+                self.h.mul_(self.n / total).add_((flat.t() @ flat).to(self.h.device),
+                                                 alpha=2.0 / total)
+            self.n = total
+            return
         self.x.mul_(self.n / total).add_(flat.pow(2).sum(dim=0, keepdim=True) / total)
         if self.h is not None:
             self.h.mul_(self.n / total).addmm_(flat.t(), flat, alpha=2.0 / total)

@@ -97,3 +97,43 @@ def test_features_are_cached_on_disk(tmp_path, tokenizer, corpus):
     assert all(torch.equal(xa[k], xb[k]) for k in xa)
     other = FeatureStore(lm, CalibConfig(data=corpus, nsamples=5, seqlen=16), tmp_path)
     assert other.path("X") != a.path("X")
+
+
+def _g_reference(model, lins, samples, name):
+    """Independent G of one linear: autograd.grad per sample, squares summed in float32."""
+    w = lins[name].weight
+    acc = torch.zeros(w.shape, dtype=torch.float32)
+    for i in range(samples.shape[0]):
+        ids = samples[i:i + 1]
+        w.requires_grad_(True)
+        (g,) = torch.autograd.grad(model(input_ids=ids, labels=ids).loss, w)
+        w.requires_grad_(False)
+        acc += g.float() * g.float()
+    return 100 * acc.sqrt()
+
+
+def test_g_is_kept_in_bfloat16_for_a_bfloat16_model_and_float32_otherwise():
+    samples = torch.randint(0, 128, (3, 7), generator=torch.Generator().manual_seed(1))
+    model = make_llama().to(torch.bfloat16)
+    lins = prunable_linears(model)
+    G = collect_gradients(model, lins, samples)
+    assert all(g.dtype == torch.bfloat16 for g in G.values())
+    ref = _g_reference(model, lins, samples, "1.mlp.up_proj")
+    # accumulated in float32, rounded once: within bf16's half ulp (2^-9) of the reference
+    assert torch.allclose(G["1.mlp.up_proj"].float(), ref, rtol=2 ** -8, atol=1e-6)
+    m32 = make_llama()
+    G32 = collect_gradients(m32, prunable_linears(m32), samples)
+    assert all(g.dtype == torch.float32 for g in G32.values())
+
+
+def test_cached_float32_g_is_cast_on_load_for_a_16_bit_model(tmp_path, tokenizer, corpus):
+    from gpsearch.models import LoadedModel
+
+    calib = CalibConfig(data=corpus, nsamples=2, seqlen=16, batch_size=2)
+    g32 = FeatureStore(LoadedModel(make_llama(), tokenizer, "t", "same"), calib, tmp_path).get("G")
+    bf = FeatureStore(LoadedModel(make_llama().to(torch.bfloat16), tokenizer, "t", "same"), calib,
+                      tmp_path)
+    g16 = bf.get("G")
+    assert bf.computed == []  # loaded from the float32 file
+    assert all(g16[n].dtype == torch.bfloat16 and torch.equal(g16[n], g32[n].to(torch.bfloat16))
+               for n in g32)

@@ -71,6 +71,8 @@ def test_small_real_search_writes_the_run_directory(tiny, tmp_path, capsys):
     (["--p-crossover", "0.9", "--p-mutation", "0.9"], "p_crossover"),
     (["--generations", "-1"], "generations"),
     (["--eval-timeout", "0"], "eval-timeout"),
+    (["--device-map", "everywhere"], "device-map"),
+    (["--gpus-per-worker", "0"], "gpus-per-worker"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(argv, needle, tmp_path, capsys):
     out = tmp_path / "run"

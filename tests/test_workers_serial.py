@@ -72,3 +72,22 @@ def test_no_false_merges_in_a_real_search(tiny_lm, corpus, tmp_path):
     for r in hits:
         fresh = be.evaluate_one(r["simplified"], (0, 2))
         assert fresh.fitness == r["fitness"], r["simplified"]
+
+
+def test_serial_backend_with_device_map_cpu_equals_the_plain_one(tmp_path, one_thread):
+    """--device-map reaches the serial backend's Evaluator (here "cpu": identical results)."""
+    from gpsearch.config import CalibConfig, EvalConfig
+    from gpsearch.workers.factory import make_backend
+    from tests.conftest import make_llama, make_tokenizer, write_corpus
+
+    make_llama().save_pretrained(tmp_path / "m")
+    make_tokenizer().save_pretrained(tmp_path / "m")
+    corpus = write_corpus(tmp_path / "c.txt")
+    kw = dict(model=str(tmp_path / "m"), calib=CalibConfig(data=corpus, nsamples=4, seqlen=16),
+              ev=EvalConfig(data=corpus, split="validation", seqlen=16, max_windows=2),
+              cache_dir=tmp_path / "cache")
+    exprs = ["mul(W, sqrt(X))", "mul(abs(mul(W, W)), mms(G))"]
+    plain = make_backend(0, **kw).evaluate_many(exprs)
+    mapped = make_backend(0, device_map="cpu", **kw).evaluate_many(exprs)
+    assert [r.fitness for r in plain] == [r.fitness for r in mapped]
+    assert all(r.ok for r in plain)

@@ -20,6 +20,16 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    "or $GPSEARCH_CACHE)")
 
 
+def add_placement_args(p: argparse.ArgumentParser) -> None:
+    """Models larger than one device (prune, compare; search has its own table of options)."""
+    p.add_argument("--device-map", default=None,
+                   help="spread the model over every visible GPU with accelerate: auto or "
+                        "balanced (then --device is ignored; cpu/disk offload is refused)")
+    p.add_argument("--offload", action="store_true",
+                   help="keep the decoder blocks in host memory and move them to --device one "
+                        "at a time (layer-by-layer paths: sequential features, Wanda, SparseGPT)")
+
+
 def add_calib_args(p: argparse.ArgumentParser, nsamples: int = 128, seqlen: int = 256) -> None:
     p.add_argument("--data", default="wiki",
                    help="wiki (embedded), wikitext2, c4, or a local .txt/.jsonl file or folder")

@@ -13,7 +13,8 @@ import time
 
 from ..compare import METHODS, CompareConfig, parse_sparsities, split_list
 from ..errors import UserError
-from .common import add_calib_args, add_model_args, add_zero_shot_args, calib_from, eval_from
+from .common import (add_calib_args, add_model_args, add_placement_args, add_zero_shot_args,
+                     calib_from, eval_from)
 
 D = CompareConfig()  # the defaults of the Python API are the CLI's
 
@@ -48,6 +49,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-mixed-calibration", action="store_true",
                    help="include such rows anyway, marked [mixed] (seed 002: not comparable)")
     add_model_args(p)
+    add_placement_args(p)
     add_calib_args(p)
     add_zero_shot_args(p)
 
@@ -99,6 +101,7 @@ def config_from(args) -> CompareConfig:
         out=args.out or f"runs/compare_{time.strftime('%Y%m%d-%H%M%S')}",
         model=args.model, calib=calib_from(args), evaluation=eval_from(args, "test"),
         dtype=args.dtype, device=args.device, cache_dir=args.cache_dir,
+        device_map=args.device_map, offload=args.offload,
         tree_features=args.tree_features, options=options, include=list(args.include),
         allow_mixed=args.allow_mixed_calibration, zero_shot=args.eval_zero_shot or [],
         zero_shot_limit=args.zero_shot_limit)

@@ -10,7 +10,8 @@ import argparse
 
 from ..api import PruneConfig
 from ..export import SAVE_FORMATS
-from .common import (add_calib_args, add_model_args, add_zero_shot_args, calib_from, eval_from,
+from .common import (add_calib_args, add_model_args, add_placement_args,
+                     add_zero_shot_args, calib_from, eval_from,
                      write_record)
 
 D = PruneConfig()  # the defaults of the Python API are the CLI's
@@ -35,6 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--recon-max-iter", type=int, default=20,
                    help="--update recon: conjugate-gradient iterations per linear")
     add_model_args(p)
+    add_placement_args(p)
     add_calib_args(p)
     p.add_argument("--dense-ppl", action="store_true", help="also measure the dense perplexity")
     p.add_argument("--per-layer", action="store_true", help="print each linear's sparsity")
@@ -54,7 +56,8 @@ def config_from(args) -> PruneConfig:
                        dense_ppl=args.dense_ppl, per_layer=args.per_layer, save=args.save,
                        save_format=args.save_format, zero_shot=args.eval_zero_shot,
                        zero_shot_limit=args.zero_shot_limit, update=args.update,
-                       recon_max_iter=args.recon_max_iter)
+                       recon_max_iter=args.recon_max_iter, device_map=args.device_map,
+                       offload=args.offload)
 
 
 def run(args) -> int:

@@ -51,6 +51,10 @@ OPTS = {  # option -> (type, help)
     "immigrants": (int, "children per generation that are new random trees (diversity)"),
     "report": (str, "methods beside the best tree on the test split, comma-separated "
                     "(e.g. magnitude,wanda,sparsegpt), or none"),
+    "device_map": (str, "a model over several GPUs (accelerate): auto or balanced; with Ray, "
+                        "over each actor's --gpus-per-worker GPUs (docs/memory.md)"),
+    "gpus_per_worker": (int, "Ray on GPUs: GPUs per actor (N GPUs run N / k resident models; "
+                             "k > 1 implies --device-map auto)"),
 }
 
 

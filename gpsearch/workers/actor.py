@@ -15,13 +15,14 @@ from .result import EvalResult
 
 def worker_spec(model: str, calib, ev, sparsity: float, pattern: str = "unstructured",
                 scope: str = "row", mode: str = "dense", dtype: str = "float32",
-                device: str = "cpu", cache_dir=None, fitness: str = "ppl", topk: int = 512) -> dict:
+                device: str = "cpu", cache_dir=None, fitness: str = "ppl", topk: int = 512,
+                device_map: str | None = None) -> dict:
     """The plain data every worker builds its Evaluator from (configs as dicts, paths as str)."""
     as_dict = lambda c: c if isinstance(c, dict) else c.to_dict()  # noqa: E731
     return {"model": str(model), "calib": as_dict(calib), "ev": as_dict(ev),
             "sparsity": float(sparsity), "pattern": str(pattern), "scope": scope, "mode": mode,
             "dtype": dtype, "device": device, "cache_dir": str(cache_dir) if cache_dir else None,
-            "fitness": fitness, "topk": int(topk)}
+            "fitness": fitness, "topk": int(topk), "device_map": device_map}
 
 
 class EvalWorker:
@@ -40,7 +41,8 @@ class EvalWorker:
 
         ev = EvalConfig.from_dict(spec["ev"])
         self.evaluator = Evaluator(spec["model"], CalibConfig.from_dict(spec["calib"]),
-                                   spec["dtype"], spec["device"], spec["cache_dir"])
+                                   spec["dtype"], spec["device"], spec["cache_dir"],
+                                   device_map=spec.get("device_map"))
         pattern = parse_pattern(spec["pattern"], spec["sparsity"], spec["scope"])
         self.backend = SerialBackend(self.evaluator, spec["sparsity"], pattern, ev, spec["mode"],
                                      fitness=spec.get("fitness", "ppl"),

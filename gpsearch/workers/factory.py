@@ -18,7 +18,8 @@ def make_backend(workers: int = 0, address: str | None = None, *, model: str = E
                  device: str = "cpu", cache_dir=None, progress: bool = False,
                  features: tuple[str, ...] = ("X", "G"), eval_timeout: float | None = None,
                  max_retries: int = 1, resources: str = "auto", evaluator=None,
-                 fitness: str = "ppl", topk: int = 512, worker_cls: type | None = None):
+                 fitness: str = "ppl", topk: int = 512, worker_cls: type | None = None,
+                 device_map: str | None = None, gpus_per_worker: int = 1):
     """A backend with ``evaluate_many(exprs) -> list[EvalResult]``, ``evaluate_one`` and ``close``.
 
     workers, address: ``workers`` in (0, 1) with no ``address`` -> ``SerialBackend`` in this
@@ -44,6 +45,9 @@ def make_backend(workers: int = 0, address: str | None = None, *, model: str = E
     fitness, topk: "ppl" or "kl" (to the dense model, top-``topk`` reference; see ``fitness``).
     worker_cls: Ray only, the actor class (default ``actor.EvalWorker``; tests inject faults
         with a subclass).
+    device_map, gpus_per_worker: a model spanning several GPUs (accelerate's "auto" /
+        "balanced"); Ray actors then request ``gpus_per_worker`` GPUs each (device_map "auto"
+        when it is above 1 and none is given), so N GPUs run N / k resident models.
     """
     if workers < 0:
         raise UserError(f"--workers must be 0 or more (got {workers})")
@@ -59,7 +63,8 @@ def make_backend(workers: int = 0, address: str | None = None, *, model: str = E
         from .serial import SerialBackend
 
         if evaluator is None:
-            evaluator = Evaluator(model, calib, dtype, device, cache_dir, progress)
+            evaluator = Evaluator(model, calib, dtype, device, cache_dir, progress,
+                                  device_map=device_map)
         for kind in features:
             evaluator.features.get(kind)
         return SerialBackend(evaluator, sparsity, pat, ev, mode, fitness=fitness, topk=topk)
@@ -68,5 +73,6 @@ def make_backend(workers: int = 0, address: str | None = None, *, model: str = E
     return RayBackend(model, calib, ev, sparsity, pattern, scope, mode, dtype, device, cache_dir,
                       workers=max(workers, 1), address=address, eval_timeout=eval_timeout,
                       max_retries=max_retries, resources=resources, features=tuple(features),
-                      fitness=fitness, topk=topk,
+                      fitness=fitness, topk=topk, gpus_per_worker=gpus_per_worker,
+                      device_map=device_map,
                       **({"worker_cls": worker_cls} if worker_cls else {}))

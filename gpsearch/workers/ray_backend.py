@@ -59,7 +59,8 @@ class RayBackend:
                  address: str | None = None, eval_timeout: float | None = None,
                  max_retries: int = 1, resources: str = "auto",
                  features: tuple[str, ...] = ("X", "G"), startup_timeout: float = 1800.0,
-                 fitness: str = "ppl", topk: int = 512, worker_cls: type = EvalWorker):
+                 fitness: str = "ppl", topk: int = 512, gpus_per_worker: int = 1,
+                 device_map: str | None = None, worker_cls: type = EvalWorker):
         if workers < 1:
             raise UserError(f"the Ray backend needs at least one worker (got {workers})")
         if resources not in RESOURCES:
@@ -73,9 +74,12 @@ class RayBackend:
         self._idle: list[_Slot] = []
         self._starting: dict = {}  # ready ref -> (slot, start time)
         self._connect(address)
-        opts, threads, device = self._placement(workers, resources, device)
+        opts, threads, device = placement(ray.cluster_resources(), workers, resources, device,
+                                          gpus_per_worker)
+        if opts.get("num_gpus", 0) > 1 and device_map is None:
+            device_map = "auto"  # one model over the actor's k GPUs (Ray sets CUDA_VISIBLE_DEVICES)
         self._spec = worker_spec(model, calib, ev, sparsity, pattern, scope, mode, dtype, device,
-                                 cache_dir, fitness=fitness, topk=topk)
+                                 cache_dir, fitness=fitness, topk=topk, device_map=device_map)
         self._cls, self._opts, self._threads = ray.remote(worker_cls), opts, threads
         self._features = list(features)
         self.placement = {"workers": workers, "threads": threads, "device": device, **opts}
@@ -103,22 +107,6 @@ class RayBackend:
         except (ConnectionError, RuntimeError, ValueError) as e:
             raise UserError(f"cannot start or join Ray ({address or 'local'}): {e}") from None
         self._owns_ray = True
-
-    @staticmethod
-    def _placement(workers: int, resources: str, device: str) -> tuple[dict, int, str]:
-        """Actor options, torch threads per actor and the actors' device."""
-        total = ray.cluster_resources()
-        gpus, cpus = int(total.get("GPU", 0)), float(total.get("CPU", 1))
-        per_cpu = cpus / workers
-        threads = max(1, int(per_cpu))
-        if resources == "gpu" or (resources == "auto" and gpus > 0):
-            if gpus < workers:
-                raise UserError(f"the cluster has {gpus} GPU(s); {workers} GPU workers need one "
-                                f"each (use fewer workers, or resources='cpu')")
-            return {"num_gpus": 1, "num_cpus": 1}, threads, "cuda"  # Ray sets CUDA_VISIBLE_DEVICES
-        # CPU split: Ray wants whole numbers above 1 and at most 4 decimals below
-        num = float(int(per_cpu)) if per_cpu >= 1 else math.floor(per_cpu * 1e4) / 1e4
-        return {"num_cpus": num}, threads, device
 
     def _new_actor(self, slot: _Slot):
         slot.actor = self._cls.options(**self._opts).remote(self._spec, self._threads)
@@ -244,6 +232,28 @@ class RayBackend:
         if self._owns_ray and ray.is_initialized():
             ray.shutdown()
         self._owns_ray = False
+
+
+def placement(total: dict, workers: int, resources: str, device: str,
+              gpus_per_worker: int = 1) -> tuple[dict, int, str]:
+    """Actor options, torch threads per actor and the actors' device, from the cluster's
+    resources ``total`` (``ray.cluster_resources()``). GPU actors get ``gpus_per_worker`` GPUs
+    each: N GPUs run N / k resident models."""
+    if gpus_per_worker < 1:
+        raise UserError(f"--gpus-per-worker must be 1 or more (got {gpus_per_worker})")
+    gpus, cpus = int(total.get("GPU", 0)), float(total.get("CPU", 1))
+    per_cpu = cpus / workers
+    threads = max(1, int(per_cpu))
+    if resources == "gpu" or (resources == "auto" and gpus > 0):
+        if gpus < workers * gpus_per_worker:
+            raise UserError(f"the cluster has {gpus} GPU(s); {workers} GPU workers need "
+                            f"{gpus_per_worker} each (use fewer workers, or resources='cpu')")
+        return {"num_gpus": gpus_per_worker, "num_cpus": 1}, threads, "cuda"
+    if gpus_per_worker > 1:
+        raise UserError(f"--gpus-per-worker {gpus_per_worker}: the cluster has no GPUs")
+    # CPU split: Ray wants whole numbers above 1 and at most 4 decimals below
+    num = float(int(per_cpu)) if per_cpu >= 1 else math.floor(per_cpu * 1e4) / 1e4
+    return {"num_cpus": num}, threads, device
 
 
 def _kill(actor) -> None:
