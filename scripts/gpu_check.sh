@@ -46,6 +46,7 @@ if (( GPUS >= 2 )); then
   step search_ray_2gpu "$PY" -m gpsearch.cli search --device cuda --workers 2 --generations 2 \
     --report none --cache-dir "$WORK/cache" --out "$WORK/search_ray_2gpu"
 fi
+step memory_offload_device_map env PY="$PY" bash scripts/gpu_check_memory.sh
 
 "$PY" - "$STEPS" "$WORK" "$OUT" <<'PYEOF'
 import json, os, sys, time
