@@ -32,6 +32,12 @@ run "$PY" scripts/bench_eval.py --out bench/bench_eval.json
 run "$PY" scripts/bench_search.py --out bench/bench_search.json
 run "$PY" scripts/bench_baselines.py --out bench/bench_baselines.json
 run "$PY" scripts/bench_ray.py --out bench/bench_ray.json
+run "$PY" scripts/bench_memory.py --out bench/bench_memory.json
+run "$PY" scripts/bench_export.py --out bench/export_embedded.json
+run "$PY" scripts/bench_weight_update.py
+run "$PY" scripts/bench_recon_layers.py --out bench/weight_update/layers.json
+run "$PY" scripts/bench_fidelity.py --trees-file bench/fidelity_trees.json --val-windows 16 \
+  --test-windows 16 --final-test-windows 48 --budgets 512,1024,2048,4096 --out bench/bench_fidelity.json
 
 # 2. the default search (README's first command), into a fresh run directory; the committed
 #    artefacts are its human-readable files (not the checkpoint, log or test report)
@@ -39,9 +45,11 @@ SEARCH=runs/reproduce-default-search
 run rm -rf "$SEARCH"
 run "$PY" -m gpsearch.cli search --out "$SEARCH"
 run mkdir -p bench/default_search
-for f in config.json best_tree.json hall_of_fame.csv progress.png summary.md; do
+for f in config.json best_tree.json hall_of_fame.csv progress.png summary.md checkpoint.json; do
   run cp "$SEARCH/$f" "bench/default_search/$f"
 done
+run cp "$SEARCH/test_report/results.md" bench/default_search/test_report.md
+run "$PY" scripts/bench_dedup.py "$SEARCH" --samples 50 --out bench/bench_dedup.json
 
 # 3. the compare tables (test split, 64 windows, one calibration for every method)
 run "$PY" -m gpsearch.cli compare \
