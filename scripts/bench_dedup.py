@@ -15,13 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from gpsearch.provenance import code_version  # noqa: E402
 from gpsearch.config import CalibConfig, EvalConfig  # noqa: E402
 from gpsearch.evaluator import Evaluator  # noqa: E402
 from gpsearch.masks import parse_pattern  # noqa: E402
@@ -29,14 +29,6 @@ from gpsearch.maskcache import MaskCache  # noqa: E402
 from gpsearch.search.evaluation import capped  # noqa: E402
 from gpsearch.search.stages import score_of  # noqa: E402
 from gpsearch.workers.serial import SerialBackend  # noqa: E402
-
-
-def commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                              check=True, cwd=Path(__file__).resolve().parents[1]).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def main() -> None:
@@ -81,7 +73,7 @@ def main() -> None:
     n = len(records) or 1
     skipped = {k: sum(r["hit"] == k for r in records) for k in ("key", "fingerprint", "invalid")}
     out = {
-        "bench": "dedup", "commit": commit(), "run_dir": str(run),
+        "bench": "dedup", **code_version(), "run_dir": str(run),
         "run_settings": {k: s.get(k) for k in ("model", "space", "sparsity", "pattern", "fitness",
                                                 "stages", "seed", "population", "offspring")},
         "windows": list(windows) if windows else None,

@@ -20,27 +20,19 @@ import argparse
 import json
 import math
 import random
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from gpsearch.provenance import code_version  # noqa: E402
 from gpsearch.config import CalibConfig, EvalConfig  # noqa: E402
 from gpsearch.evaluator import Evaluator  # noqa: E402
 from gpsearch.fitness import dense_reference, window_scores  # noqa: E402
 from gpsearch.masks import parse_pattern  # noqa: E402
 from gpsearch.search.stages import score_of  # noqa: E402
 from gpsearch.tree import EXTENDED, parse_prefix  # noqa: E402
-
-
-def commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                              check=True, cwd=Path(__file__).resolve().parents[1]).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def ranks(xs: list[float]) -> list[float]:
@@ -148,7 +140,7 @@ def main() -> None:
             table.append({"fitness": kind, "tokens": budget, "spearman_all": all_rho,
                           "spearman_best10": best_rho})
             print(f"{kind} {budget:6d} tokens: Spearman all {all_rho}  best-10 {best_rho}")
-    out = {"bench": "fidelity", "commit": commit(), "model": args.model,
+    out = {"bench": "fidelity", **code_version(), "model": args.model,
            "sparsity": args.sparsity, "pattern": args.pattern, "calibration": calib.to_dict(),
            "trees": len(rows), "val_windows": args.val_windows, "test_windows": args.test_windows,
            "best10_test_windows": len(rows[top[0]]["test_nll_long"]) if top else None,
