@@ -115,7 +115,7 @@ def plan(settings: dict, saved: dict | None = None) -> Plan:
     if s.get("eval_timeout") is not None and not s["eval_timeout"] > 0:
         raise UserError(f"--eval-timeout must be a positive number of seconds "
                         f"(got {s['eval_timeout']})")
-    check_placement(s.get("device_map"), s.get("gpus_per_worker") or 1)
+    check_placement(s.get("device_map"), (1 if s.get("gpus_per_worker") is None else s["gpus_per_worker"]))
     seeds = saved["seed_exprs"] if saved else _seeds(s["seed_trees"], registry, space,
                                                      s["population"])
     calib = CalibConfig(data=s["data"], nsamples=s["nsamples"], seqlen=s["seqlen"],
@@ -191,7 +191,7 @@ def build_backend(p: Plan):
                            device=s["device"], cache_dir=s["cache_dir"], progress=True,
                            features=tuple(kinds), eval_timeout=s.get("eval_timeout"),
                            fitness=s["fitness"], topk=s["topk"], device_map=s.get("device_map"),
-                           gpus_per_worker=s.get("gpus_per_worker") or 1)
+                           gpus_per_worker=(1 if s.get("gpus_per_worker") is None else s["gpus_per_worker"]))
     if hasattr(backend, "evaluator"):
         backend.evaluator.progress = False  # no perplexity bar per candidate
         have = backend.evaluator.windows(p.ev).shape[0]
