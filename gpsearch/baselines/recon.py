@@ -70,10 +70,9 @@ def reconstruct_model(evaluator, masks: dict[str, torch.Tensor], percdamp: float
         t1 = time.perf_counter()
         for name, lin in linears.items():
             mask = masks[f"{i}.{name}"]
-            new_w = reconstruct_rows(lin.weight.detach().float(), hess.hessian(name), mask,
-                                     percdamp=percdamp, solver=solver, max_iter=max_iter, tol=tol)
-            lin.weight.copy_(new_w.to(lin.weight.dtype))
-            lin.weight.masked_fill_(mask.to(lin.weight.device), 0.0)
+            _write_back(lin, reconstruct_rows(lin.weight.detach().float(), hess.hessian(name), mask,
+                                              percdamp=percdamp, solver=solver,
+                                              max_iter=max_iter, tol=tol), mask)
         times["hessian_s"] += t1 - t0
         times["solve_s"] += time.perf_counter() - t1
 
@@ -84,6 +83,12 @@ def reconstruct_model(evaluator, masks: dict[str, torch.Tensor], percdamp: float
     return {"update": "recon", "percdamp": percdamp, "solver": solver, "max_iter": max_iter,
             "tol": tol, "recon_s": total,
             "timings": {**times, "forward_s": total - times["hessian_s"] - times["solve_s"]}}
+
+
+def _write_back(lin, new_w, mask) -> None:
+    """The reconstructed weights into the linear, its pruned weights exactly zero."""
+    lin.weight.copy_(new_w.to(lin.weight.dtype))
+    lin.weight.masked_fill_(mask.to(lin.weight.device), 0.0)
 
 
 def prune_then_reconstruct(evaluator, prune: Callable[[], dict | None], **recon) -> dict:
@@ -151,10 +156,9 @@ def tree_then_reconstruct(evaluator, tree, sparsity: float, pattern, mode: str =
         for name, lin in linears.items():
             H = hess.hessian(name)
             mask = make_mask(evaluator.score(tree, f"{i}.{name}", local), sparsity, pattern)
-            new_w = reconstruct_rows(lin.weight.detach().float(), H, mask, percdamp=percdamp,
-                                     solver=solver, max_iter=max_iter, tol=tol)
-            lin.weight.copy_(new_w.to(lin.weight.dtype))
-            lin.weight.masked_fill_(mask.to(lin.weight.device), 0.0)
+            _write_back(lin, reconstruct_rows(lin.weight.detach().float(), H, mask,
+                                              percdamp=percdamp, solver=solver,
+                                              max_iter=max_iter, tol=tol), mask)
         times["hessian_s"] += t1 - t0
         times["solve_s"] += time.perf_counter() - t1
 
