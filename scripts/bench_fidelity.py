@@ -90,7 +90,8 @@ def main() -> None:
     ap.add_argument("--out", default="bench/bench_fidelity.json")
     args = ap.parse_args()
     if args.trees_file:
-        args.trees = json.loads(Path(args.trees_file).read_text())
+        data = json.loads(Path(args.trees_file).read_text())
+        args.trees = data["trees"] if isinstance(data, dict) else data  # {"commit", "trees"}
     trees = args.trees or sample_trees(Path(args.run), args.n, args.best, args.seed)
     calib = CalibConfig()
     ev_val = EvalConfig(split="validation", max_windows=args.val_windows)

@@ -45,7 +45,7 @@ SEARCH=runs/reproduce-default-search
 run rm -rf "$SEARCH"
 run "$PY" -m gpsearch.cli search --out "$SEARCH"
 run mkdir -p bench/default_search
-for f in config.json best_tree.json hall_of_fame.csv progress.png summary.md checkpoint.json; do
+for f in config.json best_tree.json hall_of_fame.csv progress.png summary.md; do
   run cp "$SEARCH/$f" "bench/default_search/$f"
 done
 run cp "$SEARCH/test_report/results.md" bench/default_search/test_report.md
