@@ -10,6 +10,9 @@
   hooks), and the gradient itself is freed at once: memory stays at about one extra copy of the
   linear weights;
 - ``H`` = diag of the damped inverse Hessian [1, in]; ``S`` = sqrt(X) [1, in].
+X and H are kept in host memory (one float32 per input channel: ~0.006 bytes per pruned
+parameter) and moved to the linear's device when a tree reads them (``Evaluator.terminals``),
+so the accelerator holds only the weights and G beside the model.
 Cached as safetensors under the cache directory, keyed by model identity + calibration config.
 """
 
@@ -140,11 +143,12 @@ class FeatureStore:
         return self._mem[kind]
 
     def _placed(self, kind: str, tensors: dict) -> dict:
-        """Loaded tensors on their linear's device (G in its storage dtype, see g_dtype)."""
+        """Loaded tensors where they live: G on its linear's device in its storage dtype (see
+        g_dtype), X and H in host memory (see the module docstring)."""
         out = {}
         for n, t in tensors.items():
             w = self.linears[n].weight
-            out[n] = t.to(w.device, g_dtype(w.dtype) if kind == "G" else t.dtype)
+            out[n] = t.to(w.device, g_dtype(w.dtype)) if kind == "G" else t.cpu()
         return out
 
     def _compute(self, kind: str) -> dict:
@@ -153,9 +157,9 @@ class FeatureStore:
             return {"G": collect_gradients(model, self.linears, self.samples(), self.progress)}
         stats = collect_input_stats(model, self.linears, self.samples(), self.calib.batch_size,
                                     hessian=(kind == "H"), progress=self.progress)
-        out = {"X": {n: st.x for n, st in stats.items()}}
+        out = {"X": {n: st.x.cpu() for n, st in stats.items()}}
         if kind == "H":
-            out["H"] = {n: st.inverse_hessian_diag() for n, st in stats.items()}
+            out["H"] = {n: st.inverse_hessian_diag().cpu() for n, st in stats.items()}
         return out
 
     def _save(self, kind: str) -> None:

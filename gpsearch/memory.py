@@ -34,8 +34,8 @@ def accounting(evaluator, n_tokens: int = 0, kl_topk: int = KL_TOPK) -> dict:
         "abs_w": (0, "accelerator"),  # computed per layer on the fly: part of the transient
     }
     mem = evaluator.features._mem
-    for kind in ("G", "X", "H"):
-        rows[kind] = (sum(nbytes(t) for t in mem.get(kind, {}).values()), "accelerator")
+    for kind, place in (("G", "accelerator"), ("X", "host"), ("H", "host")):
+        rows[kind] = (sum(nbytes(t) for t in mem.get(kind, {}).values()), place)
     out = {k: {"bytes": b, "place": p, "per_param": b / params, "held": True}
            for k, (b, p) in rows.items()}
     kl = n_tokens * kl_topk * KL_BYTES_PER_ENTRY  # not held by the evaluator (yet): accounted
@@ -165,7 +165,8 @@ def needs(shape: Shape, wbytes: int, g_bytes: int, per_param_transient: float,
     fwd = forward_bytes(shape, batch, seqlen, wbytes)
     x_bytes = shape.layers * 4 * (6 * shape.hidden + shape.intermediate)  # X: [1, in] float32
     kl = eval_tokens * KL_TOPK * KL_BYTES_PER_ENTRY
-    prune_no_g = weights + x_bytes + transient + fwd  # trees over W, X only (Wanda, RIA...)
+    # X lives in host memory; one linear's X is on the device while it is scored (in the transient)
+    prune_no_g = weights + transient + fwd  # trees over W, X only (Wanda, RIA...)
     prune = prune_no_g + p * g_bytes
     search = prune + kl
     # the layout before: restore copy beside the model, float32 |W| cache, float32 G
@@ -180,5 +181,5 @@ def needs(shape: Shape, wbytes: int, g_bytes: int, per_param_transient: float,
     return {"pruned_params": p, "weights": weights, "prune": prune, "prune_no_g": prune_no_g,
             "search": search, "search_no_g": prune_no_g + kl, "search_before": before + kl,
             "sparsegpt_offload": sgpt_off, "sparsegpt_resident": sgpt_res,
-            "host_restore_copy": p * wbytes, "forward": fwd, "transient": transient,
+            "host_restore_copy": p * wbytes, "host_x": x_bytes, "forward": fwd, "transient": transient,
             "g_compute_accumulators": p * 4}

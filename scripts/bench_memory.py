@@ -174,7 +174,8 @@ def extrapolate(results: dict) -> dict:
             fits[what]["gpus_of_80"] = int(-(-need // (0.9 * 80)))
         table[name] = {"pruned_params": n["pruned_params"], "gib": gb, "fits": fits}
     return {"assumptions": {
-        "dtype": "bfloat16 weights, G bfloat16, X float32, restore copy in host memory",
+        "dtype": "bfloat16 weights, G bfloat16 on the accelerator; X float32 and the restore "
+                 "copy in host memory",
         "transient_per_param_of_largest_linear": per,
         "forward": "batch 4 x seqlen 256 perplexity windows (the search's fitness)",
         "kl_reference": "2048 validation tokens x top-512 (logit float32 + index int32)",
@@ -207,11 +208,11 @@ def main() -> None:
               f"B/param (before: {r['before']['per_param']:.4f}), host "
               f"{r['accounting']['per_place'].get('host', {}).get('per_param', 0):.4f}; peak RSS "
               f"{r['peak_rss_mb']:.0f} MB; restore bit-exact {r['restore_bit_exact_after_5_trees']}")
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
-                            text=True).stdout.strip()
     import torch
 
-    out = {"model": "smollm2-135m", "commit": commit, "torch": torch.__version__,
+    from gpsearch.provenance import code_version
+
+    out = {"model": "smollm2-135m", **code_version(), "torch": torch.__version__,
            "threads": torch.get_num_threads(), "machine": platform.machine(),
            "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "nsamples": a.nsamples,
            "results": results, "extrapolation": extrapolate(results),

@@ -26,8 +26,9 @@ def test_accounting_by_kind_and_place(dtype, wbytes, gbytes, tokenizer, corpus, 
     assert k["G"]["bytes"] == gbytes * params and k["X"]["bytes"] == x_bytes
     assert k["abs_w"]["bytes"] == 0 and k["restore_copy"]["place"] == "host"
     assert k["kl_reference"]["bytes"] == 64 * 512 * 8 and not k["kl_reference"]["held"]
-    assert acc["per_place"]["accelerator"]["bytes"] == (wbytes + gbytes) * params + x_bytes
-    assert acc["per_place"]["host"]["bytes"] == wbytes * params
+    assert k["X"]["place"] == "host" and all(t.device.type == "cpu" for t in e.features.get("X").values())
+    assert acc["per_place"]["accelerator"]["bytes"] == (wbytes + gbytes) * params
+    assert acc["per_place"]["host"]["bytes"] == wbytes * params + x_bytes
     # the layout before: restore copy beside the model, float32 |W| cache, float32 G
     assert before_layout(acc, wbytes)["accelerator_bytes"] == (2 * wbytes + 8) * params + x_bytes
 
@@ -63,6 +64,7 @@ def test_needs_counts_weights_g_and_the_host_copy():
     s = SHAPES["llama-2-7b"]
     n = needs(s, wbytes=2, g_bytes=2, per_param_transient=0.0)
     assert n["weights"] == 2 * 6_738_415_616 and n["host_restore_copy"] == 2 * s.pruned_params()
-    assert n["prune"] - n["weights"] - n["forward"] == 2 * s.pruned_params() + 32 * 4 * (6 * 4096 + 11008)
+    assert n["prune"] - n["weights"] - n["forward"] == 2 * s.pruned_params()  # G; X is on the host
+    assert n["host_x"] == 32 * 4 * (6 * 4096 + 11008)
     assert n["search"] - n["prune"] == 2048 * 512 * 8
     assert n["sparsegpt_offload"] < n["sparsegpt_resident"]
