@@ -94,6 +94,7 @@ class SearchSettings:
     topk: int = SEARCH_DEFAULTS["topk"]
     immigrants: int = SEARCH_DEFAULTS["immigrants"]
     tune: int = SEARCH_DEFAULTS["tune"]
+    report_update: int = SEARCH_DEFAULTS["report_update"]
     device_map: str | None = SEARCH_DEFAULTS["device_map"]
     gpus_per_worker: int = SEARCH_DEFAULTS["gpus_per_worker"]
 

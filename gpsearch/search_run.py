@@ -31,11 +31,11 @@ DEFAULTS = {
     "pattern": "unstructured", "scope": "row", "seed": 0, "seed_trees": ["known"],
     "workers": 0, "ray_address": None, "eval_timeout": None, "report": "magnitude,wanda",
     "fitness": "kl", "stages": "512:1,2048:0.25,8192:0.125", "topk": 512, "immigrants": 2,
-    "tune": 2, "device_map": None, "gpus_per_worker": 1,
+    "tune": 2, "device_map": None, "gpus_per_worker": 1, "report_update": 0,
 }
 # What a run directory written before these settings existed ran with (kept on --resume).
 LEGACY = {"fitness": "ppl", "stages": "none", "topk": 512, "immigrants": 0, "tune": 0}
-RUNTIME_ONLY = {"generations", "report", "tune", "test_windows", "workers", "ray_address", "eval_timeout",
+RUNTIME_ONLY = {"generations", "report", "report_update", "tune", "test_windows", "workers", "ray_address", "eval_timeout",
                 "cache_dir", "device_map", "gpus_per_worker"}  # placement: results unchanged
 
 
@@ -112,6 +112,8 @@ def plan(settings: dict, saved: dict | None = None) -> Plan:
                                                     tournament=s["tournament"]))
     if s["generations"] < 0 or s["test_windows"] < 0 or s["max_windows"] < 1:
         raise UserError("need --generations >= 0, --max-windows >= 1 and --test-windows >= 0")
+    if (s.get("report_update") or 0) < 0 or (s.get("tune") or 0) < 0:
+        raise UserError("need --report-update >= 0 and --tune >= 0")
     if s.get("eval_timeout") is not None and not s["eval_timeout"] > 0:
         raise UserError(f"--eval-timeout must be a positive number of seconds "
                         f"(got {s['eval_timeout']})")
@@ -203,17 +205,31 @@ def build_backend(p: Plan):
     return backend
 
 
-def report_on_test(p: Plan, backend, best_expr: str, run_path: Path) -> list[dict]:
+def update_methods(best_expr: str, hof_exprs: list[str], n: int) -> list[str]:
+    """The weight-update rows of the test report: the best ``n`` trees (the chosen one first,
+    then the hall of fame) as TREE+recon and sparsegpt:TREE, beside plain sparsegpt."""
+    if n <= 0:
+        return []
+    trees = list(dict.fromkeys([best_expr, *hof_exprs]))[:n]
+    return ["sparsegpt"] + [m for e in trees for m in (e, f"{e}+recon", f"sparsegpt:{e}")]
+
+
+def report_on_test(p: Plan, backend, best_expr: str, run_path: Path,
+                   hof_exprs: list[str] = ()) -> list[dict]:
     """Test-split perplexity of the best tree beside dense and the --report methods, with the
-    same calibration (``gpsearch compare``); trees use dense features, as in the search."""
+    same calibration (``gpsearch compare``); trees use dense features, as in the search. With
+    ``report_update`` N, the best N trees are also replayed with a weight update."""
     from dataclasses import replace
 
     from .compare import CompareConfig, run_compare, split_list
 
     s = p.settings
-    if str(s["report"]).strip().lower() in ("", "none"):
+    methods = [] if str(s["report"]).strip().lower() in ("", "none") else \
+        split_list(s["report"], "method") + ["mul(W, sqrt(X))", best_expr]
+    extra = update_methods(best_expr, list(hof_exprs), int(s.get("report_update") or 0))
+    methods += [m for m in extra if m not in methods]
+    if not methods:
         return []
-    methods = split_list(s["report"], "method") + ["mul(W, sqrt(X))", best_expr]
     ev = replace(p.ev, split="test", max_windows=s["test_windows"] or None)
     cfg = CompareConfig(methods=methods, patterns=[str(p.pattern)], sparsities=[p.sparsity],
                         out=str(run_path / "test_report"), model=s["model"], calib=p.calib,
@@ -289,7 +305,8 @@ def run_search(given: dict | None = None, out: str | None = None, resume: str | 
                 best = tuned["winner"]
         run_dir.write_best_tree(best["expr"], searcher.pset, p.save_tree)
         run_dir.write_progress(searcher.logbook)
-        rows = report_on_test(p, backend, best["expr"], run_dir.path)
+        rows = report_on_test(p, backend, best["expr"], run_dir.path,
+                              [h["expr"] for h in searcher.hof])
     finally:
         backend.close()
     text = summary_text({**run_dir.config(), "settings": settings}, searcher, rows,

@@ -53,9 +53,19 @@ def test_small_real_search_writes_the_run_directory(tiny, tmp_path, capsys):
     assert cp["hof"] and all(h["windows"] == 4 for h in cp["hof"])
 
     # extend the finished run by one generation: it continues from its checkpoint
-    assert main(["search", "--resume", str(out), "--generations", "3", "--report", "none"]) == 0
+    # (and its report replays the best tree with a weight update, beside plain SparseGPT)
+    assert main(["search", "--resume", str(out), "--generations", "3", "--report", "none",
+                 "--report-update", "1"]) == 0
     cp = json.loads((out / "checkpoint.json").read_text())
     assert cp["generation"] == 3 and len(cp["logbook"]) == 4
+    summary = (out / "summary.md").read_text()
+    section = summary.split("## Test split")[1].split("\n## ")[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    names = [r.split("`")[1] for r in rows]
+    assert names[:2] == ["dense", "sparsegpt"] and len(names) == 5, names
+    assert names[3:] == [f"{names[2]}+recon", f"sparsegpt:{names[2]}"]
+    assert parse_prefix(names[2], EXTENDED) == load_tree(str(out / "best_tree.json"))
+    assert all("error" not in r for r in rows)
     capsys.readouterr()
 
 
@@ -73,6 +83,8 @@ def test_small_real_search_writes_the_run_directory(tiny, tmp_path, capsys):
     (["--eval-timeout", "0"], "eval-timeout"),
     (["--device-map", "everywhere"], "device-map"),
     (["--gpus-per-worker", "0"], "gpus-per-worker"),
+    (["--report-update", "-1"], "report-update"),
+    (["--tune", "-1"], "tune"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(argv, needle, tmp_path, capsys):
     out = tmp_path / "run"
@@ -112,3 +124,10 @@ def test_a_failed_start_writes_nothing(tiny, tmp_path, monkeypatch, capsys):
                  else "nodevice", "--out", "c"]) == 2
     assert "device" in capsys.readouterr().err and not (tmp_path / "c").exists()
     assert not (tmp_path / "runs").exists()
+
+
+def test_every_setting_is_an_option():
+    from gpsearch.commands.search import OPTS
+    from gpsearch.search_run import DEFAULTS
+
+    assert set(OPTS) | {"seed_trees"} == set(DEFAULTS)  # seed_trees: its own nargs option

@@ -51,6 +51,12 @@ OPTS = {  # option -> (type, help)
     "immigrants": (int, "children per generation that are new random trees (diversity)"),
     "report": (str, "methods beside the best tree on the test split, comma-separated "
                     "(e.g. magnitude,wanda,sparsegpt), or none"),
+    "tune": (int, "extended space: the best N trees' constants tuned by coordinate descent on "
+                  "the first-stage fitness after the last generation (0: off)"),
+    "report_update": (int, "the best N trees also on the test split with a weight update: "
+                           "TREE+recon (least-squares reconstruction) and sparsegpt:TREE, beside "
+                           "plain sparsegpt (about 10 min per tree for the embedded model on 2 "
+                           "CPU cores; 0: off)"),
     "device_map": (str, "a model over several GPUs (accelerate): auto or balanced; with Ray, "
                         "over each actor's --gpus-per-worker GPUs (docs/memory.md)"),
     "gpus_per_worker": (int, "Ray on GPUs: GPUs per actor (N GPUs run N / k resident models; "

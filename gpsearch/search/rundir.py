@@ -174,7 +174,12 @@ def summary_text(config: dict, searcher, rows: list[dict], math_form: str, wall_
                  best["expr"]: "**best tree**, dense features (as the search)"}
         for r in rows:
             ppl = _fmt(r["ppl"]) if not r.get("error") else f"error: {r['error'][:80]}"
-            lines.append(f"| `{r['method']}` | {ppl} | {notes.get(r['method'], '')} |")
+            m = r["method"]
+            note = notes.get(m) or ("the tree's mask, then least-squares reconstruction of the "
+                                    "remaining weights" if m.endswith("+recon") else
+                                    "SparseGPT, its mask selection ranked by the tree"
+                                    if m.startswith("sparsegpt:") else "")
+            lines.append(f"| `{m}` | {ppl} | {note} |")
         by = {r["method"]: r["ppl"] for r in rows if not r.get("error")}
         for ref in ("mul(W, sqrt(X))", "wanda"):
             if by.get(best["expr"]) and by.get(ref) and ref != best["expr"]:
