@@ -210,8 +210,10 @@ def update_methods(best_expr: str, hof_exprs: list[str], n: int) -> list[str]:
     then the hall of fame) as TREE+recon and sparsegpt:TREE, beside plain sparsegpt."""
     if n <= 0:
         return []
+    from .compare_update import weight_update_methods
+
     trees = list(dict.fromkeys([best_expr, *hof_exprs]))[:n]
-    return ["sparsegpt"] + [m for e in trees for m in (e, f"{e}+recon", f"sparsegpt:{e}")]
+    return ["sparsegpt"] + [m for e in trees for m in (e, *weight_update_methods([e]))]
 
 
 def report_on_test(p: Plan, backend, best_expr: str, run_path: Path,
