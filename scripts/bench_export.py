@@ -12,6 +12,8 @@ serves), again with the bit-identity check. Writes bench/export_embedded.json.
 from __future__ import annotations
 
 import argparse
+import copy
+import dataclasses
 import json
 import shutil
 import sys
@@ -46,8 +48,10 @@ def one_pattern(evaluator, pattern_name: str, ev, work: Path) -> dict:
     record = {"tree": "wanda", "pattern": pattern_name}
     row = {"pattern": pattern_name, "ppl_resident": evaluator.perplexity(ev)["ppl"]}
     for dtype in ("float32", "bfloat16"):
-        if dtype == "bfloat16":
-            lm.model.to(torch.bfloat16)
+        if dtype == "bfloat16":  # a cast copy: casting in place would round the resident
+            # model's other tensors and buffers (embeddings, norms, RoPE's inv_freq) for good
+            cast = copy.deepcopy(evaluator.model).to(torch.bfloat16)
+            lm = dataclasses.replace(evaluator.lm, model=cast)
         hf, ct = work / f"{pattern_name}-{dtype}-hf", work / f"{pattern_name}-{dtype}-ct"
         save_pruned(lm, hf, record)
         info = save_compressed(lm, ct, record)
@@ -59,14 +63,15 @@ def one_pattern(evaluator, pattern_name: str, ev, work: Path) -> dict:
         out["ratio"] = out["compressed_bytes"] / out["hf_bytes"]
         if dtype == "float32":
             out["ppl_reloaded"] = perplexity(back, evaluator.windows(ev), ev.batch_size)["ppl"]
+            out["ppl_identical"] = out["ppl_reloaded"] == row["ppl_resident"]
         row[dtype] = out
         del back
         shutil.rmtree(hf), shutil.rmtree(ct)
         print(f"{pattern_name} {dtype}: HF {out['hf_bytes'] / 2**20:.1f} MiB, compressed "
               f"{out['compressed_bytes'] / 2**20:.1f} MiB ({out['ratio']:.3f}), identical "
-              f"{out['weights_identical']}, PPL {row['ppl_resident']:.4f} -> "
-              f"{out.get('ppl_reloaded', float('nan')):.4f}", flush=True)
-    lm.model.to(torch.float32)
+              f"{out['weights_identical']}" + (f", PPL {row['ppl_resident']:.4f} -> "
+              f"{out['ppl_reloaded']:.4f}" if "ppl_reloaded" in out else ""), flush=True)
+    del lm
     evaluator.restore()
     return row
 
