@@ -54,6 +54,7 @@ def run_robustness(cfg: RobustnessConfig, evaluator=None, progress: bool = True)
     from .provenance import code_version
     from .tree import load_tree
 
+    version = code_version()  # the code that runs: read now, not after minutes of edits
     load_tree(cfg.tree)
     if cfg.reference:
         load_tree(cfg.reference)
@@ -66,7 +67,7 @@ def run_robustness(cfg: RobustnessConfig, evaluator=None, progress: bool = True)
         evaluator = Evaluator(cfg.model, cfg.calib, cfg.dtype, cfg.device, cfg.cache_dir,
                               progress=progress)
     rec = robustness(evaluator, cfg, cfg.evaluation, progress=progress)
-    rec.update(command="robustness", created=time.strftime("%Y-%m-%dT%H:%M:%S"), **code_version())
+    rec.update(command="robustness", created=time.strftime("%Y-%m-%dT%H:%M:%S"), **version)
     rec["markdown"] = markdown(rec)
     if cfg.out:
         from pathlib import Path
