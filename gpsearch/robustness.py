@@ -175,7 +175,7 @@ def _score(evaluator, node, c: Condition, cfg: RobustnessConfig, ev: EvalConfig,
 def markdown(rec: dict, title: str | None = None) -> str:
     """The report as a markdown table (numbers rounded for reading; the JSON keeps them all)."""
     cfg, ref = rec["config"], rec["config"]["reference"]
-    lines = [f"### {title}" if title else "### Robustness",
+    lines = [f"### {title}" if title else "### Robustness", "",
              f"tree `{cfg['tree']}`" + (f" vs reference `{ref}`" if ref else "") +
              f"; {cfg['model']}, {cfg['sparsity']:g} {cfg['pattern']} ({cfg['scope']}); "
              f"calibration {cfg['calibration']['nsamples']} x {cfg['calibration']['seqlen']} "
@@ -193,7 +193,7 @@ def markdown(rec: dict, title: str | None = None) -> str:
         line = (f"| {r['condition']} | {r['tree_ppl']:.3f} | {100 * r['tree_change']:+.2f}% | "
                 f"{yes(r['tree_masks_as_baseline'])} |")
         if ref:
-            kept = "n/a" if r["retained"] is None else f"{100 * r['retained']:.0f}%"
+            kept = "n/a" if r["retained"] is None else f"{100 * r['retained']:.1f}%"
             line += (f" {r['reference_ppl']:.3f} | {yes(r['reference_masks_as_baseline'])} | "
                      f"{100 * r['advantage']:+.2f}% | {kept} |")
         lines.append(line)
