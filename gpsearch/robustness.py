@@ -102,8 +102,6 @@ def robustness(evaluator, cfg: RobustnessConfig, ev: EvalConfig, progress: bool 
     for c in conds:  # every pattern and sparsity checked before the first forward pass
         _pattern_of(c, cfg)
     t0 = time.perf_counter()
-    if dense_ppl is None:
-        dense_ppl = evaluator.perplexity(ev, progress=False)["ppl"]
     scored: dict[str, float] = {}  # mask digest -> ppl
     trees = {"tree": tree, **({"reference": ref} if ref is not None else {})}
     base_digest: dict[str, str] = {}
@@ -121,6 +119,12 @@ def robustness(evaluator, cfg: RobustnessConfig, ev: EvalConfig, progress: bool 
             row[f"{role}_masks_as_baseline"] = digest == base_digest.get(role)
         row["seconds"] = time.perf_counter() - t1
         rows.append(row)
+        if progress:  # each row as soon as it is known (a long run on a busy machine)
+            tqdm.write(f"{row['condition']}: tree PPL {row['tree_ppl']:.4f}" +
+                       (f", reference PPL {row['reference_ppl']:.4f}" if ref is not None else "") +
+                       f" ({row['seconds']:.0f} s)")
+    if dense_ppl is None:  # last: the rows matter more than the dense line
+        dense_ppl = evaluator.perplexity(ev, progress=False)["ppl"]
     base = next(r for r in rows if r["condition"] == "baseline")
     for row in rows:
         row["tree_change"] = row["tree_ppl"] / base["tree_ppl"] - 1.0
