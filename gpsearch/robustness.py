@@ -81,9 +81,8 @@ def run_robustness(cfg: RobustnessConfig, evaluator=None, progress: bool = True)
 def plan_conditions(text: str | None, terminals: set[str]) -> list[Condition]:
     conds = (parse_conditions(text, ("rescale", "nsamples", "seed", "pattern", "sparsity"))
              if text else default_conditions(terminals))
-    if Condition() not in conds:
-        conds = [Condition()] + conds  # every change is measured against the baseline
-    return conds
+    # every change is measured against the baseline: scored first
+    return [Condition()] + [c for c in conds if c != Condition()]
 
 
 def robustness(evaluator, cfg: RobustnessConfig, ev: EvalConfig, progress: bool = False,
@@ -132,7 +131,6 @@ def robustness(evaluator, cfg: RobustnessConfig, ev: EvalConfig, progress: bool 
             row["advantage"] = 1.0 - row["tree_ppl"] / row["reference_ppl"]
             b = 1.0 - base["tree_ppl"] / base["reference_ppl"]
             row["retained"] = row["advantage"] / b if b > 0 else None
-    rows.sort(key=lambda r: r["condition"] != "baseline")
     return {"config": {"tree": to_prefix(tree), "reference": to_prefix(ref) if ref else None,
                        "sparsity": cfg.sparsity, "pattern": cfg.pattern, "scope": cfg.scope,
                        "conditions": [c.label() for c in conds], "model": evaluator.lm.spec,

@@ -31,7 +31,7 @@ def test_wanda_is_invariant_to_rescaling_and_a_mixed_sum_is_not(tiny_lm, corpus,
                                                                  one_thread):
     ev = make_eval(tiny_lm, corpus, tmp_path)
     before = {n: lin.weight.clone() for n, lin in ev.linears.items()}
-    cfg = RobustnessConfig(tree=MIXED, conditions="X=4,X=0.25,W=4,W=0.25,G=4")
+    cfg = RobustnessConfig(tree=MIXED, conditions="X=4,X=0.25,W=4,baseline,W=0.25,G=4")
     rec = robustness(ev, cfg, ev_of(corpus))
     assert [r["condition"] for r in rec["rows"]] == ["baseline", "X=4", "X=0.25", "W=4",
                                                      "W=0.25", "G=4"]
