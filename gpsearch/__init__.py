@@ -7,7 +7,7 @@ does not import torch): ``gpsearch.prune(PruneConfig)``, ``gpsearch.search(Searc
 
 __version__ = "0.1.0"
 
-_API = {"prune", "PruneConfig", "SearchSettings", "CompareConfig"}
+_API = {"prune", "PruneConfig", "SearchSettings", "CompareConfig", "RobustnessConfig"}
 
 
 def __getattr__(name: str):

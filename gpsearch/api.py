@@ -21,9 +21,11 @@ from .compare import CompareConfig
 from .config import CalibConfig, EvalConfig
 from .errors import UserError
 from .models import EMBEDDED
+from .robustness import RobustnessConfig
 from .search_run import DEFAULTS as SEARCH_DEFAULTS
 
-__all__ = ["PruneConfig", "SearchSettings", "CompareConfig", "prune", "search", "compare"]
+__all__ = ["PruneConfig", "SearchSettings", "CompareConfig", "RobustnessConfig", "prune", "search",
+           "compare", "robustness"]
 
 
 @dataclass
@@ -97,6 +99,12 @@ class SearchSettings:
     report_update: int = SEARCH_DEFAULTS["report_update"]
     device_map: str | None = SEARCH_DEFAULTS["device_map"]
     gpus_per_worker: int = SEARCH_DEFAULTS["gpus_per_worker"]
+    fitness_models: str = SEARCH_DEFAULTS["fitness_models"]  # "A,B": multi-model fitness
+    fitness_rescale: str = SEARCH_DEFAULTS["fitness_rescale"]  # "G=4,X=0.25": rescaled terminals
+    fitness_seeds: str = SEARCH_DEFAULTS["fitness_seeds"]  # "1,2": other calibration seeds
+    fitness_reduce: str = SEARCH_DEFAULTS["fitness_reduce"]  # mean or max over the conditions
+    transfer_model: str | None = SEARCH_DEFAULTS["transfer_model"]  # also in the final report
+    robustness: int = SEARCH_DEFAULTS["robustness"]  # summary: robustness of the best N trees
 
     def changed(self) -> dict:
         """The settings that differ from the defaults (what a resumed run may be given)."""
@@ -217,3 +225,13 @@ def compare(config: CompareConfig | None = None, evaluator=None, progress: bool 
     cfg = dataclasses.replace(config or CompareConfig(), **overrides)
     plan(cfg)  # every input error before any model is loaded
     return run_compare(cfg, evaluator=evaluator, progress=progress)
+
+
+def robustness(config: RobustnessConfig | None = None, evaluator=None, progress: bool = True,
+               **overrides) -> dict:
+    """A tree's perplexity and advantage over a reference tree under rescaled terminals, other
+    calibrations, patterns and sparsities (``gpsearch robustness``); writes ``config.out``."""
+    from .robustness import run_robustness
+
+    cfg = dataclasses.replace(config or RobustnessConfig(), **overrides)
+    return run_robustness(cfg, evaluator=evaluator, progress=progress)

@@ -4,6 +4,7 @@ perplexity, restore the dense weights. Everything else (search, baselines, worke
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -40,6 +41,32 @@ class Evaluator:
         self.features = FeatureStore(self.lm, self.calib, cache_dir, progress, use_cache)
         self._windows: dict[EvalConfig, torch.Tensor] = {}
         self.timings: dict[str, float] = {}
+        self.rescale: dict[str, float] = {}  # terminal -> factor applied before a tree is scored
+        self._stores = {self.calib: self.features}  # feature stores by calibration config
+
+    # ---- evaluation conditions ----------------------------------------------------------------
+    @contextmanager
+    def condition(self, rescale: dict | None = None, calib: CalibConfig | None = None):
+        """Score trees under another condition inside the block: terminals multiplied by
+        ``rescale`` ({"W": 4.0, ...}; S = sqrt(X) follows a rescaled X) and/or the features of
+        another calibration config (computed on this dense model on first use, then cached).
+        Perplexities are unchanged by either: they only change which weights a tree zeroes."""
+        saved = (self.rescale, self.calib, self.features)
+        bad = set(rescale or {}) - {"W", "X", "G", "H", "S"}
+        if bad:
+            raise UserError(f"cannot rescale {', '.join(sorted(bad))}: terminals are W, X, G, H, S")
+        if any(not (f > 0) for f in (rescale or {}).values()):
+            raise UserError(f"rescaling factors must be positive (got {rescale})")
+        try:
+            self.rescale = dict(rescale or {})
+            if calib is not None and calib != self.calib:
+                if calib not in self._stores:
+                    self._stores[calib] = FeatureStore(self.lm, calib, self.features.cache_dir,
+                                                       self.progress, self.features.use_cache)
+                self.calib, self.features = calib, self._stores[calib]
+            yield self
+        finally:
+            self.rescale, self.calib, self.features = saved
 
     # ---- data ---------------------------------------------------------------------------------
     def windows(self, ev: EvalConfig) -> torch.Tensor:
@@ -67,8 +94,17 @@ class Evaluator:
                 t["H"] = local["H"][name] if local and "H" in local else self.features.get("H")[name]
             elif term == "G":
                 t["G"] = self.features.get("G")[name]
+        if self.rescale:
+            t = self._rescaled(t)
         dev = self.linears[name].weight.device  # --offload: the block is on the device now
         return {k: v if v.device == dev else v.to(dev) for k, v in t.items()}
+
+    def _rescaled(self, t: dict) -> dict:
+        """Terminals times their ``rescale`` factor (S = sqrt(X) gets sqrt of X's factor)."""
+        f = dict(self.rescale)
+        if "X" in f:
+            f["S"] = f.get("S", 1.0) * f["X"] ** 0.5
+        return {k: v * f[k] if f.get(k, 1.0) != 1.0 else v for k, v in t.items()}
 
     def abs_weight(self, name: str) -> torch.Tensor:
         """|dense weight| in float32, computed per layer when needed (a transient, not a cache:

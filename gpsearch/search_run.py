@@ -10,6 +10,7 @@ is compared with dense and the ``report`` methods on the TEST split.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,11 +33,15 @@ DEFAULTS = {
     "workers": 0, "ray_address": None, "eval_timeout": None, "report": "magnitude,wanda",
     "fitness": "kl", "stages": "512:1,2048:0.25,8192:0.125", "topk": 512, "immigrants": 2,
     "tune": 2, "device_map": None, "gpus_per_worker": 1, "report_update": 0,
+    # multi-condition fitness (search/conditions.py, workers/multi.py): "" = off
+    "fitness_models": "", "fitness_rescale": "", "fitness_seeds": "", "fitness_reduce": "mean",
+    "transfer_model": None, "robustness": 3,
 }
 # What a run directory written before these settings existed ran with (kept on --resume).
 LEGACY = {"fitness": "ppl", "stages": "none", "topk": 512, "immigrants": 0, "tune": 0}
 RUNTIME_ONLY = {"generations", "report", "report_update", "tune", "test_windows", "workers", "ray_address", "eval_timeout",
-                "cache_dir", "device_map", "gpus_per_worker"}  # placement: results unchanged
+                "cache_dir", "device_map", "gpus_per_worker",  # placement: results unchanged
+                "transfer_model", "robustness"}  # final report only
 
 
 def resolve_settings(given: dict, saved: dict | None = None) -> dict:
@@ -68,6 +73,7 @@ class Plan:
     pattern: object
     calib: object
     ev: object
+    conditions: list = dataclasses.field(default_factory=list)  # multi-condition fitness
 
     def save_tree(self, expr: str, path) -> None:
         from .tree import parse_prefix, save_tree
@@ -125,7 +131,16 @@ def plan(settings: dict, saved: dict | None = None) -> Plan:
     ev = EvalConfig(data=s["data"], split="validation", seqlen=s["seqlen"],
                     max_windows=stages[-1].windows if stages else s["max_windows"],
                     batch_size=s["batch_size"])
-    p = Plan(s, space, search, registry, seeds, sparsity, pattern, calib, ev)
+    from .search.conditions import fitness_conditions
+
+    if s["fitness_reduce"] not in ("mean", "max"):
+        raise UserError(f"--fitness-reduce must be mean or max (got {s['fitness_reduce']!r})")
+    if s["robustness"] < 0:
+        raise UserError(f"--robustness must be 0 or more trees (got {s['robustness']})")
+    conditions = fitness_conditions(s["fitness_models"], s["fitness_rescale"], s["fitness_seeds"],
+                                    s["model"])
+    p = Plan(s, space, search, registry, seeds, sparsity, pattern, calib, ev,
+             conditions if len(conditions) > 1 or conditions[0].label() != "baseline" else [])
     build_searcher(p, backend=None)  # seed trees checked against the space now
     _check_resources(s)
     return p
@@ -136,10 +151,20 @@ def fitness_text(p: Plan) -> str:
     what = "validation perplexity" if s["fitness"] == "ppl" else \
         f"KL to the dense model (top-{s['topk']} + tail)"
     if not p.search.stages:
-        return f"{what} on {p.ev.max_windows} windows x {seqlen} tokens, dense features"
+        return (f"{what} on {p.ev.max_windows} windows x {seqlen} tokens, dense features"
+                f"{conditions_text(p)}")
     parts = ", ".join(f"{w * seqlen} tokens for {f:.0%}" for w, f in p.search.stages)
     return (f"{what}, dense features, in stages ({parts} of each generation's new candidates); "
-            f"selection on the first stage, hall of fame on the last")
+            f"selection on the first stage, hall of fame on the last{conditions_text(p)}")
+
+
+def conditions_text(p: Plan) -> str:
+    if not p.conditions:
+        return ""
+    how = "mean" if p.settings["fitness_reduce"] == "mean" else "worst (max)"
+    return (f"; multi-condition: per window, the {how} over {len(p.conditions)} conditions ("
+            f"{', '.join(c.label() for c in p.conditions)}), each relative to its own dense "
+            f"model (KL, or NLL minus the dense NLL: 'ppl' is then the PPL ratio to dense)")
 
 
 def _check_resources(s: dict) -> None:
@@ -193,55 +218,18 @@ def build_backend(p: Plan):
                            device=s["device"], cache_dir=s["cache_dir"], progress=True,
                            features=tuple(kinds), eval_timeout=s.get("eval_timeout"),
                            fitness=s["fitness"], topk=s["topk"], device_map=s.get("device_map"),
-                           gpus_per_worker=(1 if s.get("gpus_per_worker") is None else s["gpus_per_worker"]))
-    if hasattr(backend, "evaluator"):
-        backend.evaluator.progress = False  # no perplexity bar per candidate
-        have = backend.evaluator.windows(p.ev).shape[0]
-        if have < p.ev.max_windows:
-            backend.close()
-            raise UserError(f"the validation split has {have} windows of {p.ev.seqlen} tokens; "
-                            f"the fitness needs {p.ev.max_windows} (lower --stages or "
-                            f"--max-windows)")
+                           gpus_per_worker=(1 if s.get("gpus_per_worker") is None else s["gpus_per_worker"]),
+                           conditions=p.conditions, reduce=s["fitness_reduce"])
+    for b in getattr(backend, "backends", [backend]):
+        if hasattr(b, "evaluator"):
+            b.evaluator.progress = False  # no perplexity bar per candidate
+            have = b.evaluator.windows(p.ev).shape[0]
+            if have < p.ev.max_windows:
+                backend.close()
+                raise UserError(f"the validation split has {have} windows of {p.ev.seqlen} "
+                                f"tokens for {b.evaluator.lm.spec}; the fitness needs "
+                                f"{p.ev.max_windows} (lower --stages or --max-windows)")
     return backend
-
-
-def update_methods(best_expr: str, hof_exprs: list[str], n: int) -> list[str]:
-    """The weight-update rows of the test report: the best ``n`` trees (the chosen one first,
-    then the hall of fame) as TREE+recon and sparsegpt:TREE, beside plain sparsegpt."""
-    if n <= 0:
-        return []
-    from .compare_update import weight_update_methods
-
-    trees = list(dict.fromkeys([best_expr, *hof_exprs]))[:n]
-    return ["sparsegpt"] + [m for e in trees for m in (e, *weight_update_methods([e]))]
-
-
-def report_on_test(p: Plan, backend, best_expr: str, run_path: Path,
-                   hof_exprs: list[str] = ()) -> list[dict]:
-    """Test-split perplexity of the best tree beside dense and the --report methods, with the
-    same calibration (``gpsearch compare``); trees use dense features, as in the search. With
-    ``report_update`` N, the best N trees are also replayed with a weight update."""
-    from dataclasses import replace
-
-    from .compare import CompareConfig, run_compare, split_list
-
-    s = p.settings
-    methods = [] if str(s["report"]).strip().lower() in ("", "none") else \
-        split_list(s["report"], "method") + ["mul(W, sqrt(X))", best_expr]
-    extra = update_methods(best_expr, list(hof_exprs), int(s.get("report_update") or 0))
-    methods += [m for m in extra if m not in methods]
-    if not methods:
-        return []
-    ev = replace(p.ev, split="test", max_windows=s["test_windows"] or None)
-    cfg = CompareConfig(methods=methods, patterns=[str(p.pattern)], sparsities=[p.sparsity],
-                        out=str(run_path / "test_report"), model=s["model"], calib=p.calib,
-                        evaluation=ev, dtype=s["dtype"], device=s["device"],
-                        cache_dir=s["cache_dir"], tree_features="dense",
-                        device_map=s.get("device_map"))
-    evaluator = getattr(backend, "evaluator", None)
-    if evaluator is not None:
-        evaluator.progress = False
-    return run_compare(cfg, evaluator=evaluator, progress=False)["rows"]
 
 
 def run_config(p: Plan) -> dict:
@@ -250,6 +238,7 @@ def run_config(p: Plan) -> dict:
 
     return {"settings": p.settings, "search": p.search.to_dict(), "space": p.space.to_dict(),
             "seed_exprs": p.seeds, "calibration": p.calib.to_dict(),
+            "conditions": [c.to_dict() for c in p.conditions],
             "evaluation": p.ev.to_dict(), "fitness": fitness_text(p),
             "gpsearch_version": __version__, **code_version(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
@@ -260,6 +249,7 @@ def run_search(given: dict | None = None, out: str | None = None, resume: str | 
     returns {"run_dir", "best", "rows", "summary"}."""
     from .search import checkpoint, rundir_check
     from .search.rundir import RunDir, summary_text
+    from .search_report import report_on_test, robustness_section, transfer_report
 
     t0 = time.perf_counter()
     given = dict(given or {})
@@ -309,11 +299,16 @@ def run_search(given: dict | None = None, out: str | None = None, resume: str | 
         run_dir.write_progress(searcher.logbook)
         rows = report_on_test(p, backend, best["expr"], run_dir.path,
                               [h["expr"] for h in searcher.hof])
+        robust_md, robust = robustness_section(p, backend, searcher, best)
+        if robust:
+            run_dir.write_json("robustness.json", {"trees": robust})
     finally:
         backend.close()
+    transfer_md, _ = transfer_report(p, best["expr"], run_dir.path)
     text = summary_text({**run_dir.config(), "settings": settings}, searcher, rows,
                         _sympy_form(best["expr"], p.registry), time.perf_counter() - t0,
                         best=best, tuning=tuned)
+    text += "".join("\n" + md for md in (robust_md, transfer_md) if md)
     run_dir.write_summary(text)
     print(text)
     return {"run_dir": str(run_dir.path), "best": best, "rows": rows, "summary": text}

@@ -51,6 +51,12 @@ done
 run cp "$SEARCH/test_report/results.md" bench/default_search/test_report.md
 run "$PY" scripts/bench_dedup.py "$SEARCH" --samples 50 --out bench/bench_dedup.json
 
+# 2b. robustness of the default search's best tree vs Wanda's tree (issue 14): terminals
+#     rescaled, 32 calibration samples instead of 128 (test split; measured on 8 windows because
+#     the machine was shared, see bench/README.md; 64 is the intended size on an idle machine)
+run "$PY" -m gpsearch.cli robustness bench/default_search/best_tree.json \
+  --conditions baseline,G=4,X=4,nsamples=32 --max-windows 8 --out bench/robustness_default
+
 # 3. the compare tables (test split, 64 windows, one calibration for every method)
 run "$PY" -m gpsearch.cli compare \
   --methods magnitude,wanda,sparsegpt,pruner_zero,gblm,bench/default_search/best_tree.json \

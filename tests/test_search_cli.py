@@ -131,3 +131,52 @@ def test_every_setting_is_an_option():
     from gpsearch.search_run import DEFAULTS
 
     assert set(OPTS) | {"seed_trees"} == set(DEFAULTS)  # seed_trees: its own nargs option
+
+
+def test_multi_model_fitness_transfer_and_robustness_sections(tiny, tmp_path, tokenizer, capsys):
+    """--fitness-models LLaMA,OPT (+ a rescaled condition), --transfer-model OPT: recorded in
+    config.json, the summary has the robustness and transfer sections, and a resumed run refuses
+    another fitness condition."""
+    from .conftest import make_opt
+
+    opt = tmp_path / "opt"
+    make_opt().save_pretrained(opt)
+    tokenizer.save_pretrained(opt)
+    llama = tiny[tiny.index("--model") + 1]
+    out = tmp_path / "run"
+    args = ["search", *tiny, "--population", "4", "--offspring", "4", "--elite", "2",
+            "--generations", "1", "--report", "none", "--out", str(out),
+            "--fitness-models", f"{llama},{opt}", "--fitness-rescale", "X=4",
+            "--fitness-reduce", "max", "--transfer-model", str(opt), "--robustness", "1",
+            "--seed-trees", "wanda", "add(W, X)"]
+    assert main(args) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["settings"]["fitness_models"] == f"{llama},{opt}"
+    assert [c["label"] for c in config["conditions"]] == [
+        "baseline", "X=4", f"model={opt}", f"X=4+model={opt}"]
+    assert "multi-condition" in config["fitness"] and "worst" in config["fitness"]
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert any(r.get("stages") for r in records)
+    summary = (out / "summary.md").read_text()
+    assert "## Robustness" in summary and "| X=4 |" in summary and "| X=0.25 |" in summary
+    assert f"## Transfer to `{opt}`" in summary and "`ria`" in summary and "**best**" in summary
+    assert (out / "transfer_report" / "results.json").exists()
+    assert json.loads((out / "robustness.json").read_text())["trees"][0]["rows"]
+    capsys.readouterr()
+    assert main(["search", "--resume", str(out), "--fitness-reduce", "mean"]) == 2
+    assert "keeps its configuration" in capsys.readouterr().err
+    assert main(["search", "--resume", str(out), "--fitness-rescale", "G=4"]) == 2
+    assert "keeps its configuration" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--fitness-reduce", "median"], "fitness-reduce"),
+    (["--fitness-rescale", "Q=3"], "Q"),
+    (["--fitness-seeds", "one"], "fitness-seeds"),
+    (["--robustness", "-1"], "robustness"),
+])
+def test_bad_fitness_conditions_are_one_line(argv, needle, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["search", *argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and needle in err and not out.exists()

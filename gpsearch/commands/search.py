@@ -61,6 +61,20 @@ OPTS = {  # option -> (type, help)
                         "over each actor's --gpus-per-worker GPUs (docs/memory.md)"),
     "gpus_per_worker": (int, "Ray on GPUs: GPUs per actor (N GPUs run N / k resident models; "
                              "k > 1 implies --device-map auto)"),
+    "fitness_models": (str, "multi-condition fitness: the models scored, comma-separated, each as "
+                            "its degradation relative to its own dense model (KL, or the PPL "
+                            "ratio with --fitness ppl); '' = --model alone"),
+    "fitness_rescale": (str, "multi-condition fitness: extra conditions with terminals rescaled "
+                             "before the tree is evaluated, comma-separated, e.g. G=4,X=0.25 "
+                             "(G=4+X=0.25 = both at once)"),
+    "fitness_seeds": (str, "multi-condition fitness: extra conditions with the features of these "
+                           "calibration seeds, comma-separated"),
+    "fitness_reduce": (str, "multi-condition fitness: mean, or max (the worst condition on each "
+                            "window)"),
+    "transfer_model": (str, "the final test report also prunes this model with the best tree, "
+                            "Wanda's tree and the hand-made trees (transfer)"),
+    "robustness": (int, "summary: robustness (terminals x 0.25 and x 4) of this many best "
+                        "trees on the first-stage windows; 0 = off"),
 }
 
 

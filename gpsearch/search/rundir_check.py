@@ -46,7 +46,8 @@ MAX_LOG_LINE = 1 << 20  # one candidate record (expressions are at most 64 KiB e
 MAX_STRING = 4096  # a setting's string value (paths, specs)
 OUTPUTS = ("hall_of_fame.csv", "best_tree.json", "progress.png", "summary.md")
 # settings whose default is None: the type of a given value (others: any finite scalar)
-NULLABLE = {"cache_dir": (str,), "ray_address": (str,), "eval_timeout": (int, float)}
+NULLABLE = {"cache_dir": (str,), "ray_address": (str,), "eval_timeout": (int, float),
+            "transfer_model": (str,)}
 
 
 def _short(value) -> str:

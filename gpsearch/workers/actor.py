@@ -16,13 +16,14 @@ from .result import EvalResult
 def worker_spec(model: str, calib, ev, sparsity: float, pattern: str = "unstructured",
                 scope: str = "row", mode: str = "dense", dtype: str = "float32",
                 device: str = "cpu", cache_dir=None, fitness: str = "ppl", topk: int = 512,
-                device_map: str | None = None) -> dict:
+                device_map: str | None = None, rescale: dict | None = None) -> dict:
     """The plain data every worker builds its Evaluator from (configs as dicts, paths as str)."""
     as_dict = lambda c: c if isinstance(c, dict) else c.to_dict()  # noqa: E731
     return {"model": str(model), "calib": as_dict(calib), "ev": as_dict(ev),
             "sparsity": float(sparsity), "pattern": str(pattern), "scope": scope, "mode": mode,
             "dtype": dtype, "device": device, "cache_dir": str(cache_dir) if cache_dir else None,
-            "fitness": fitness, "topk": int(topk), "device_map": device_map}
+            "fitness": fitness, "topk": int(topk), "device_map": device_map,
+            "rescale": {str(k): float(v) for k, v in (rescale or {}).items()}}
 
 
 class EvalWorker:
@@ -46,7 +47,8 @@ class EvalWorker:
         pattern = parse_pattern(spec["pattern"], spec["sparsity"], spec["scope"])
         self.backend = SerialBackend(self.evaluator, spec["sparsity"], pattern, ev, spec["mode"],
                                      fitness=spec.get("fitness", "ppl"),
-                                     topk=spec.get("topk", 512))
+                                     topk=spec.get("topk", 512),
+                                     rescale=spec.get("rescale"))
         self.evaluator.windows(ev)  # tokenise the validation windows once, up front
 
     def prepare(self, kinds: list[str]) -> dict:
@@ -57,6 +59,9 @@ class EvalWorker:
             self.evaluator.features.get(kind)
         return {"pid": os.getpid(), "threads": torch.get_num_threads(),
                 "computed": list(self.evaluator.features.computed)}
+
+    def dense_nll(self) -> list[float]:
+        return self.backend.dense_nll()
 
     def fingerprint(self, expr: str) -> str | None:
         return self.backend.fingerprint_one(expr)

@@ -60,7 +60,8 @@ class RayBackend:
                  max_retries: int = 1, resources: str = "auto",
                  features: tuple[str, ...] = ("X", "G"), startup_timeout: float = 1800.0,
                  fitness: str = "ppl", topk: int = 512, gpus_per_worker: int = 1,
-                 device_map: str | None = None, worker_cls: type = EvalWorker):
+                 device_map: str | None = None, worker_cls: type = EvalWorker,
+                 rescale: dict | None = None, placement_workers: int | None = None):
         if workers < 1:
             raise UserError(f"the Ray backend needs at least one worker (got {workers})")
         if resources not in RESOURCES:
@@ -74,12 +75,15 @@ class RayBackend:
         self._idle: list[_Slot] = []
         self._starting: dict = {}  # ready ref -> (slot, start time)
         self._connect(address)
-        opts, threads, device = placement(ray.cluster_resources(), workers, resources, device,
-                                          gpus_per_worker)
+        # placement_workers: the actors of every backend sharing the cluster (multi-condition
+        # fitness runs one backend per condition), so each actor gets its share, not all of it
+        opts, threads, device = placement(ray.cluster_resources(), placement_workers or workers,
+                                          resources, device, gpus_per_worker)
         if opts.get("num_gpus", 0) > 1 and device_map is None:
             device_map = "auto"  # one model over the actor's k GPUs (Ray sets CUDA_VISIBLE_DEVICES)
         self._spec = worker_spec(model, calib, ev, sparsity, pattern, scope, mode, dtype, device,
-                                 cache_dir, fitness=fitness, topk=topk, device_map=device_map)
+                                 cache_dir, fitness=fitness, topk=topk, device_map=device_map,
+                                 rescale=rescale)
         self._cls, self._opts, self._threads = ray.remote(worker_cls), opts, threads
         self._features = list(features)
         self.placement = {"workers": workers, "threads": threads, "device": device, **opts}
@@ -111,6 +115,13 @@ class RayBackend:
     def _new_actor(self, slot: _Slot):
         slot.actor = self._cls.options(**self._opts).remote(self._spec, self._threads)
         return slot.actor
+
+    def dense_nll(self) -> list[float]:
+        """Per-window NLL of the dense model on every validation window (one worker)."""
+        if getattr(self, "_dense_nll", None) is None:
+            slot = self._idle[0] if self._idle else self._slots[0]
+            self._dense_nll = ray.get(slot.actor.dense_nll.remote(), timeout=self.startup_timeout)
+        return self._dense_nll
 
     # ---- scheduling ---------------------------------------------------------------------------
     def evaluate_one(self, expr: str) -> EvalResult:

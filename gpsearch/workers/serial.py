@@ -27,7 +27,8 @@ class SerialBackend:
 
     def __init__(self, evaluator, sparsity: float, pattern: Pattern, ev: EvalConfig,
                  mode: str = "dense", fitness: str = "ppl", topk: int = 512,
-                 mask_cache_bytes: int = 512 << 20):
+                 mask_cache_bytes: int = 512 << 20, rescale: dict | None = None,
+                 feature_calib=None):
         from ..maskcache import MaskCache
 
         if fitness not in ("ppl", "kl"):
@@ -37,6 +38,28 @@ class SerialBackend:
         self.fitness, self.topk = fitness, topk
         self.masks = MaskCache(mask_cache_bytes)
         self._reference = None
+        # an evaluation condition (multi-condition fitness): terminals rescaled before the tree
+        # is evaluated, and/or the features of another calibration config (same resident model)
+        self.rescale, self.feature_calib = dict(rescale or {}), feature_calib
+        self._dense_nll = None
+
+    def condition(self):
+        return self.evaluator.condition(self.rescale, self.feature_calib)
+
+    def prepare(self, kinds) -> None:
+        """Compute (or load) the feature kinds of this backend's calibration."""
+        with self.condition():
+            for kind in kinds:
+                self.evaluator.features.get(kind)
+
+    def dense_nll(self) -> list[float]:
+        """Per-window NLL of the DENSE model on every validation window (computed once)."""
+        if self._dense_nll is None:
+            from ..fitness import window_scores
+
+            ev = self.evaluator
+            self._dense_nll = window_scores(ev.model, ev.windows(self.ev), self.ev.batch_size)["nll"]
+        return self._dense_nll
 
     # ---- fingerprints -------------------------------------------------------------------------
     def fingerprint_one(self, expr: str) -> str | None:
@@ -45,8 +68,9 @@ class SerialBackend:
         if self.mode != "dense":
             return None
         try:
-            masks = self.evaluator.compute_masks(parse_prefix(expr, _registry()), self.sparsity,
-                                                 self.pattern)
+            with self.condition():
+                masks = self.evaluator.compute_masks(parse_prefix(expr, _registry()),
+                                                     self.sparsity, self.pattern)
         except TreeError as e:
             return f"invalid: {e}"
         except NUMERIC as e:
@@ -67,10 +91,14 @@ class SerialBackend:
             from ..fitness import cached_reference
 
             ev = self.evaluator
-            cache = ev.features.cache_dir if ev.features.cache_dir else default_cache_dir()
-            self._reference = cached_reference(
-                ev.model, ev.lm.identity, ev.windows(self.ev), self.ev.to_dict(), self.topk,
-                Path(cache), self.ev.batch_size, use_cache=ev.features.use_cache)
+            shared = ev.__dict__.setdefault("_fitness_references", {})  # backends of one model
+            key = (self.ev, self.topk)
+            if key not in shared:
+                cache = ev.features.cache_dir if ev.features.cache_dir else default_cache_dir()
+                shared[key] = cached_reference(
+                    ev.model, ev.lm.identity, ev.windows(self.ev), self.ev.to_dict(), self.topk,
+                    Path(cache), self.ev.batch_size, use_cache=ev.features.use_cache)
+            self._reference = shared[key]
         return self._reference
 
     def evaluate_one(self, expr: str, windows: tuple[int, int] | None = None) -> EvalResult:
@@ -91,7 +119,8 @@ class SerialBackend:
                     dev = next(iter(ev.linears.values())).weight.device
                     counts = ev.apply_masks({n: unpack(*packed[n], device=dev) for n in packed})
                 else:
-                    counts = ev.prune(tree, self.sparsity, self.pattern, self.mode)
+                    with self.condition():
+                        counts = ev.prune(tree, self.sparsity, self.pattern, self.mode)
                 prune_timings = dict(ev.timings)
                 t1 = time.perf_counter()
                 scores = window_scores(ev.model, all_windows[a:b], self.ev.batch_size, ref, a)
