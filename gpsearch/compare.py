@@ -190,6 +190,9 @@ class CompareConfig:
     zero_shot_limit: int | None = None  # at most this many examples per task
     device_map: str | None = None  # accelerate placement over several GPUs (auto, balanced)
     offload: bool = False  # blocks in host memory, moved to the device one at a time
+    allocations: list = field(default_factory=list)  # uniform, owl, FILE.json (empty: plain)
+    owl_m: float = 5.0  # OWL outlier threshold (a multiple of the block's mean score)
+    owl_lambda: float = 0.08  # OWL: block sparsities within target +- lambda
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -222,6 +225,7 @@ def plan(cfg: CompareConfig) -> tuple[list[Method], list[tuple[Method, Pattern, 
     from .zeroshot import parse_tasks
 
     parse_tasks(cfg.zero_shot)
+    alloc_specs(cfg, methods)
     grid = sorted(set(sparsities).union(*(m.sparsities for m in methods)))
     runs, notes = [], []
     for pattern in patterns:
@@ -244,6 +248,40 @@ def plan(cfg: CompareConfig) -> tuple[list[Method], list[tuple[Method, Pattern, 
     return methods, runs, notes
 
 
+def allocatable(m: Method) -> bool:
+    """Methods whose masks follow a per-linear allocation: metric trees, wanda, sparsegpt (and
+    sparsegpt:TREE), and their +recon variants."""
+    name = m.name[:-len(RECON_SUFFIX)] if m.name.endswith(RECON_SUFFIX) else m.name
+    if name.endswith("+lora"):
+        return False
+    return (name in ("wanda", "sparsegpt") or name.startswith(SPARSEGPT_PREFIX)
+            or (m.tree is not None and name not in METHODS))
+
+
+def alloc_specs(cfg: CompareConfig, methods: list[Method]) -> list:
+    """The parsed --allocation list ([None]: every linear at the sparsity); one-line errors."""
+    from .allocation_run import parse_spec
+
+    if not cfg.allocations:
+        return [None]
+    specs = [parse_spec(a, cfg.owl_m, cfg.owl_lambda) for a in split_list(cfg.allocations,
+                                                                          "allocation")]
+    bad = [m.name for m in methods if not allocatable(m)]
+    if bad:
+        raise UserError(f"--allocation applies to metric trees, wanda and sparsegpt (and their "
+                        f"+recon); not to {', '.join(bad)}")
+    return specs
+
+
+def alloc_label(spec) -> str:
+    return "" if spec is None else f" [{Path(spec.path).stem if spec.path else spec.kind}]"
+
+
+def _owl_tree(method: Method):
+    """The scores OWL reads for a method: its own tree, Wanda's for wanda and sparsegpt."""
+    return load_tree(method.tree if method.tree is not None else "wanda")
+
+
 def _included(cfg: CompareConfig) -> tuple[list[dict], list[str]]:
     from .compare_include import load_included
 
@@ -257,20 +295,31 @@ def _first_line(e: BaseException) -> str:
 
 
 def run_one(evaluator, method: Method, pattern: Pattern, sparsity: float, ev: EvalConfig,
-            options: dict, base: dict, zero_shot=None) -> dict:
+            options: dict, base: dict, zero_shot=None, allocation=None) -> dict:
     """Prune with one method, measure, restore; errors become part of the row.
-    ``zero_shot(model, tokenizer) -> {task: accuracy record}`` runs on the pruned model."""
+    ``zero_shot(model, tokenizer) -> {task: accuracy record}`` runs on the pruned model.
+    ``allocation``: an ``AllocationSpec`` (layer-wise sparsities), None for uniform ratios."""
     options = {**method.defaults, **options}
-    row = {**base, "method": method.name, "pattern": str(pattern), "sparsity": sparsity,
+    row = {**base, "method": method.name + alloc_label(allocation), "pattern": str(pattern),
+           "sparsity": float(sparsity),
            "ppl": None, "achieved_sparsity": None, "prune_s": None, "features_s": None,
            "error": None, "options": options, "tree": method.tree, "recipe": method.recipe}
     try:
         t0 = time.perf_counter()
         if method.prepare:
             method.prepare(evaluator)
+        if allocation is not None:
+            from .allocation_run import allocate
+
+            sparsity = allocate(evaluator, allocation, float(sparsity), pattern, _owl_tree(method))
+            row["allocation"] = sparsity.allocation.to_dict()
         t1 = time.perf_counter()
         info = method.fn(evaluator, sparsity, pattern, **options) or {}
         row["prune_s"], row["features_s"] = time.perf_counter() - t1, t1 - t0
+        if allocation is not None:
+            from .allocation import per_block
+
+            row["block_sparsity"] = per_block(evaluator.layer_counts())
         counts = evaluator.layer_counts().values()
         row["achieved_sparsity"] = info.get("achieved_sparsity",  # structured: weights removed
                                             sum(z for z, _ in counts) / sum(n for _, n in counts))
@@ -303,13 +352,21 @@ def run_compare(cfg: CompareConfig, evaluator=None, progress: bool = True,
         def zero_shot(model, tokenizer):
             return evaluate_zero_shot(model, tokenizer, tasks, cfg.zero_shot_limit,
                                       cfg.evaluation.batch_size)
+    specs = alloc_specs(cfg, methods)
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     if evaluator is None:
         from .evaluator import Evaluator
 
         evaluator = Evaluator(cfg.model, cfg.calib, cfg.dtype, cfg.device, cfg.cache_dir,
                               progress=progress, device_map=cfg.device_map, offload=cfg.offload)
+    if any(s is not None and s.kind == "file" for s in specs):  # block count / total: now
+        from .allocation import check_allocation
+        from .allocation_file import read_allocation
+
+        for s in specs:
+            if s is not None and s.kind == "file":
+                check_allocation(read_allocation(s.path), evaluator.shapes())
+    out.mkdir(parents=True, exist_ok=True)
     ev = cfg.evaluation
     for n in notes:
         log(f"note: {n}")
@@ -330,18 +387,37 @@ def run_compare(cfg: CompareConfig, evaluator=None, progress: bool = True,
     log(f"dense PPL {dense['ppl']:.3f}" + "".join(
         f" | {t} {fmt_acc(r)}" for t, r in rows[0].get("zero_shot", {}).items()))
     rows += _included(cfg)[0]
-    bar = tqdm(runs, desc="compare", disable=not progress)
-    for method, pattern, s in bar:
-        bar.set_postfix_str(f"{method.name} {pattern} {s:g}")
+    bar = tqdm([(*r, a) for r in runs for a in specs], desc="compare", disable=not progress)
+    for method, pattern, s, spec in bar:
+        bar.set_postfix_str(f"{method.name}{alloc_label(spec)} {pattern} {s:g}")
         row = run_one(evaluator, method, pattern, s, ev, cfg.options.get(method.name, {}), base,
-                      zero_shot)
+                      zero_shot, spec)
         rows.append(row)
+        _plot_row(row, out, len(rows) - 1)
         msg = f"PPL {row['ppl']:.3f}" if row["error"] is None else f"ERROR {row['error']}"
         msg += "".join(f" | {t} {fmt_acc(r)}" for t, r in row.get("zero_shot", {}).items())
         log(f"{method.name:>16} {str(pattern):>12} {s:<5g} {msg}")
         result["files"] = write_reports(result, out, final=False)
     result["files"] = write_reports(result, out, final=True)
     return result
+
+
+def _plot_row(row: dict, out: Path, index: int) -> None:
+    """``allocation_<row>.png`` for a row with per-block sparsities (its file in row["plot"])."""
+    if "block_sparsity" not in row:
+        return
+    import re
+
+    from .plots import plot_block_allocation
+
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{row['method']}_{row['pattern']}_{row['sparsity']:g}")
+    a = row.get("allocation", {})
+    title = f"{row['method']} {row['pattern']} {row['sparsity']:g}"
+    if row.get("ppl") is not None:
+        title += f": PPL {row['ppl']:.2f}"
+    path = out / f"allocation_{index:02d}_{slug[:80]}.png"
+    row["plot"] = str(plot_block_allocation(row["block_sparsity"], path, row["sparsity"], title,
+                                            a.get("blocks")))
 
 
 from .callable_module import make_callable  # noqa: E402

@@ -198,3 +198,27 @@ def plot_allocation(per_layer: dict[str, float], path: str | Path, title: str = 
     ax.set_title(title or "per-layer sparsity", fontsize=10)
     ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def plot_block_allocation(achieved: list[float], path: str | Path, target: float,
+                          title: str = "", requested: list[float] | None = None) -> Path:
+    """Bars of each decoder block's achieved sparsity, the target as a dashed line and the
+    requested sparsity (when given) as dots."""
+    fig = _figure((max(6.0, 0.22 * len(achieved) + 2), 3.8))
+    ax = fig.add_subplot(1, 1, 1)
+    xs = list(range(len(achieved)))
+    ax.bar(xs, [100 * a for a in achieved], width=0.8, color="tab:blue", label="achieved")
+    if requested is not None and len(requested) == len(achieved):
+        ax.plot(xs, [100 * r for r in requested], "o", color="tab:orange", ms=4,
+                label="requested")
+    ax.axhline(100 * target, color="black", ls="--", lw=1, label=f"target {100 * target:.1f}%")
+    lo = min(min(achieved), min(requested or achieved), target)
+    hi = max(max(achieved), max(requested or achieved), target)
+    pad = max(2.0, 100 * (hi - lo) * 0.15)
+    ax.set_ylim(max(0.0, 100 * lo - pad), min(100.0, 100 * hi + pad))
+    ax.set_xlabel("decoder block")
+    ax.set_ylabel("zeros (%)")
+    ax.set_xticks(xs[::max(1, len(xs) // 30)])
+    ax.set_title(title or "sparsity per block", fontsize=10)
+    ax.legend(fontsize=8, loc="best")
+    return _save(fig, path)
