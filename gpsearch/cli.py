@@ -21,6 +21,7 @@ COMMANDS = {
     "lora": "LoRA recovery fine-tuning of a pruned model; the merge keeps every zero",
     "compare": "compare pruning methods and metric trees on one calibration config (test split)",
     "iterative": "iterative pruning with masked fine-tuning, round by round (resumable)",
+    "allocate": "search a layer-wise sparsity allocation for a fixed metric (resumable)",
 }
 
 

@@ -159,3 +159,58 @@ def test_parse_spec_errors(tmp_path):
             parse_spec(bad, **kw)
     assert parse_allocation({"format": "gpsearch-allocation", "version": 1, "sparsity": 0.5,
                              "blocks": [0.5]}).method == "file"
+
+
+def test_compare_rows_record_the_allocation(tokenizer, corpus, tmp_path, one_thread):
+    from gpsearch.compare import CompareConfig, run_compare
+    from gpsearch.config import EvalConfig
+    from tests.conftest import loaded, make_llama
+
+    calib = CalibConfig(data=corpus, nsamples=4, seqlen=16, batch_size=2)
+    evc = EvalConfig(data=corpus, split="test", seqlen=16, max_windows=4)
+    ev = Evaluator(calib=calib, cache_dir=tmp_path / "cache", lm=loaded(make_llama(), tokenizer))
+    afile = _file(tmp_path, sparsity=0.7, blocks=[0.65, 0.75])
+    cfg = CompareConfig(methods=["mul(W, sqrt(X))", "sparsegpt"], sparsities=[0.7],
+                        calib=calib, evaluation=evc, out=str(tmp_path / "out"), model="tiny",
+                        tree_features="dense", allocations=["uniform", "owl", str(afile)])
+    res = run_compare(cfg, evaluator=ev, progress=False, log=lambda m: None)
+    rows = {r["method"]: r for r in res["rows"][1:]}
+    assert set(rows) == {f"{m} [{a}]" for m in ("mul(W, sqrt(X))", "sparsegpt")
+                         for a in ("uniform", "owl", "alloc")}
+    for name, r in rows.items():
+        assert r["error"] is None, r["error"]
+        assert r["allocation"]["method"] in ("uniform", "owl", "file")
+        assert len(r["block_sparsity"]) == 2 and (tmp_path / "out" / r["plot"].split("/")[-1]).is_file()
+    for m in ("mul(W, sqrt(X))", "sparsegpt"):
+        assert abs(rows[f"{m} [owl]"]["achieved_sparsity"] - 0.7) <= 1e-3
+        assert rows[f"{m} [alloc]"]["block_sparsity"][0] < rows[f"{m} [alloc]"]["block_sparsity"][1]
+    # uniform through --allocation is the plain run (same masks, same PPL)
+    plain = run_compare(CompareConfig(methods=["mul(W, sqrt(X))"], sparsities=[0.7], calib=calib,
+                                      evaluation=evc, out=str(tmp_path / "o2"), model="tiny",
+                                      tree_features="dense"),
+                        evaluator=ev, progress=False, log=lambda m: None)
+    assert plain["rows"][1]["ppl"] == rows["mul(W, sqrt(X)) [uniform]"]["ppl"]
+    with pytest.raises(UserError, match="not to magnitude"):
+        run_compare(CompareConfig(methods=["magnitude"], allocations=["owl"], calib=calib,
+                                  evaluation=evc, out=str(tmp_path / "o3")), evaluator=ev,
+                    progress=False)
+    bad = _file(tmp_path, sparsity=0.7, blocks=[0.7, 0.7, 0.7])
+    with pytest.raises(UserError, match="3 blocks"):
+        run_compare(CompareConfig(methods=["sparsegpt"], sparsities=[0.7], calib=calib,
+                                  allocations=[str(bad)], evaluation=evc,
+                                  out=str(tmp_path / "o4")), evaluator=ev, progress=False)
+    assert not (tmp_path / "o3").exists() and not (tmp_path / "o4").exists()
+
+
+@pytest.mark.parametrize("blocks,needle", [([0.4, 1.0], "outside"), ([0.4, -0.2], "outside")])
+def test_cli_bad_allocation_file_one_line_nothing_written(tmp_path, capsys, blocks, needle):
+    from gpsearch.cli import main
+
+    bad = _file(tmp_path, blocks=blocks)
+    out = tmp_path / "r.json"
+    for cmd in (["prune", "--tree", "wanda", "--json", str(out)],
+                ["compare", "--methods", "wanda", "--out", str(tmp_path / "cmp")]):
+        code = main([*cmd, "--sparsity", "0.5", "--allocation", str(bad)])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and len(err.splitlines()) == 1 and needle in err
+    assert not out.exists() and not (tmp_path / "cmp").exists()
