@@ -232,8 +232,9 @@ def _finish(evaluator, tree, s, rd: Path, parent, sparsity_of, pattern, uniform_
     _write_json(rd / "summary.json", summary)
     if not plot:
         return {"run_dir": str(rd), **summary}
-    plot_block_allocation(rows["searched"]["block_sparsity"], rd / "best_allocation.png",
-                          s.sparsity, f"searched allocation ({tree}): test PPL "
-                          f"{rows['searched']['ppl']:.2f} vs uniform {rows['uniform']['ppl']:.2f}",
-                          [s.sparsity + s.step * lv for lv in parent.levels])
+    plot_block_allocation({f"searched: test PPL {rows['searched']['ppl']:.2f}":
+                           rows["searched"]["block_sparsity"],
+                           f"uniform: test PPL {rows['uniform']['ppl']:.2f}":
+                           rows["uniform"]["block_sparsity"]}, rd / "best_allocation.png",
+                          s.sparsity, f"searched allocation for {tree}")
     return {"run_dir": str(rd), **summary}

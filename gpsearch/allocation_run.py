@@ -120,5 +120,8 @@ def plot_next_to(rec: dict, json_path: str | Path | None) -> Path | None:
     title = f"{a.get('method', '?')} allocation, target {rec['sparsity']:g}"
     if "ppl" in rec:
         title += f", PPL {rec['ppl']:.2f}"
-    return plot_block_allocation(rec["block_sparsity"], p.with_name(p.stem + "_allocation.png"),
-                                 rec["sparsity"], title, a.get("blocks"))
+    series = {"achieved": rec["block_sparsity"]}
+    if a.get("blocks") and not a.get("kinds"):
+        series["requested"] = a["blocks"]
+    return plot_block_allocation(series, p.with_name(p.stem + "_allocation.png"),
+                                 rec["sparsity"], title)

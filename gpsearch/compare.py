@@ -393,31 +393,37 @@ def run_compare(cfg: CompareConfig, evaluator=None, progress: bool = True,
         row = run_one(evaluator, method, pattern, s, ev, cfg.options.get(method.name, {}), base,
                       zero_shot, spec)
         rows.append(row)
-        _plot_row(row, out, len(rows) - 1)
         msg = f"PPL {row['ppl']:.3f}" if row["error"] is None else f"ERROR {row['error']}"
         msg += "".join(f" | {t} {fmt_acc(r)}" for t, r in row.get("zero_shot", {}).items())
         log(f"{method.name:>16} {str(pattern):>12} {s:<5g} {msg}")
         result["files"] = write_reports(result, out, final=False)
+    png = _plot_allocations(rows, out)
     result["files"] = write_reports(result, out, final=True)
+    if png:
+        result["files"]["allocation_png"] = str(png)
     return result
 
 
-def _plot_row(row: dict, out: Path, index: int) -> None:
-    """``allocation_<row>.png`` for a row with per-block sparsities (its file in row["plot"])."""
-    if "block_sparsity" not in row:
-        return
+def _plot_allocations(rows: list[dict], out: Path):
+    """``allocation_<pattern>_<sparsity>.png``: per-block sparsity of every row that has one
+    (one line per row, one picture per pattern and sparsity); the last file's path or None."""
     import re
 
     from .plots import plot_block_allocation
 
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{row['method']}_{row['pattern']}_{row['sparsity']:g}")
-    a = row.get("allocation", {})
-    title = f"{row['method']} {row['pattern']} {row['sparsity']:g}"
-    if row.get("ppl") is not None:
-        title += f": PPL {row['ppl']:.2f}"
-    path = out / f"allocation_{index:02d}_{slug[:80]}.png"
-    row["plot"] = str(plot_block_allocation(row["block_sparsity"], path, row["sparsity"], title,
-                                            a.get("blocks")))
+    groups: dict = {}
+    for r in rows:
+        if r.get("block_sparsity") and r.get("error") is None:
+            groups.setdefault((r["pattern"], r["sparsity"]), []).append(r)
+    path = None
+    for (pattern, sp), rs in groups.items():
+        series = {f"{r['method']}: PPL {r['ppl']:.2f}": r["block_sparsity"] for r in rs}
+        name = re.sub(r"[^A-Za-z0-9._-]+", "_", f"allocation_{pattern}_{sp:g}.png")
+        path = plot_block_allocation(series, out / name, sp, f"sparsity per block, {pattern} "
+                                     f"at {sp:g}")
+        for r in rs:
+            r["plot"] = name
+    return path
 
 
 from .callable_module import make_callable  # noqa: E402

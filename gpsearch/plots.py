@@ -200,25 +200,20 @@ def plot_allocation(per_layer: dict[str, float], path: str | Path, title: str = 
     return _save(fig, path)
 
 
-def plot_block_allocation(achieved: list[float], path: str | Path, target: float,
-                          title: str = "", requested: list[float] | None = None) -> Path:
-    """Bars of each decoder block's achieved sparsity, the target as a dashed line and the
-    requested sparsity (when given) as dots."""
-    fig = _figure((max(6.0, 0.22 * len(achieved) + 2), 3.8))
+def plot_block_allocation(series: dict[str, list[float]], path: str | Path, target: float,
+                          title: str = "") -> Path:
+    """Sparsity per decoder block, one line per series (``{label: [fraction per block]}``),
+    with the target as a dashed line."""
+    fig = _figure((max(6.5, 0.22 * max(len(v) for v in series.values()) + 2.5), 4.0))
     ax = fig.add_subplot(1, 1, 1)
-    xs = list(range(len(achieved)))
-    ax.bar(xs, [100 * a for a in achieved], width=0.8, color="tab:blue", label="achieved")
-    if requested is not None and len(requested) == len(achieved):
-        ax.plot(xs, [100 * r for r in requested], "o", color="tab:orange", ms=4,
-                label="requested")
+    for label, vals in series.items():
+        ax.plot(range(len(vals)), [100 * v for v in vals], "o-", ms=3, lw=1.2, label=label)
     ax.axhline(100 * target, color="black", ls="--", lw=1, label=f"target {100 * target:.1f}%")
-    lo = min(min(achieved), min(requested or achieved), target)
-    hi = max(max(achieved), max(requested or achieved), target)
-    pad = max(2.0, 100 * (hi - lo) * 0.15)
-    ax.set_ylim(max(0.0, 100 * lo - pad), min(100.0, 100 * hi + pad))
+    allv = [v for vals in series.values() for v in vals] + [target]
+    pad = max(1.0, 100 * (max(allv) - min(allv)) * 0.15)
+    ax.set_ylim(max(0.0, 100 * min(allv) - pad), min(100.0, 100 * max(allv) + pad))
     ax.set_xlabel("decoder block")
     ax.set_ylabel("zeros (%)")
-    ax.set_xticks(xs[::max(1, len(xs) // 30)])
     ax.set_title(title or "sparsity per block", fontsize=10)
-    ax.legend(fontsize=8, loc="best")
+    ax.legend(fontsize=7, loc="best")
     return _save(fig, path)

@@ -172,24 +172,18 @@ def test_compare_rows_record_the_allocation(tokenizer, corpus, tmp_path, one_thr
     afile = _file(tmp_path, sparsity=0.7, blocks=[0.65, 0.75])
     cfg = CompareConfig(methods=["mul(W, sqrt(X))", "sparsegpt"], sparsities=[0.7],
                         calib=calib, evaluation=evc, out=str(tmp_path / "out"), model="tiny",
-                        tree_features="dense", allocations=["uniform", "owl", str(afile)])
+                        tree_features="dense", allocations=["owl", str(afile)])
     res = run_compare(cfg, evaluator=ev, progress=False, log=lambda m: None)
     rows = {r["method"]: r for r in res["rows"][1:]}
     assert set(rows) == {f"{m} [{a}]" for m in ("mul(W, sqrt(X))", "sparsegpt")
-                         for a in ("uniform", "owl", "alloc")}
+                         for a in ("owl", "alloc")}
     for name, r in rows.items():
         assert r["error"] is None, r["error"]
-        assert r["allocation"]["method"] in ("uniform", "owl", "file")
-        assert len(r["block_sparsity"]) == 2 and (tmp_path / "out" / r["plot"].split("/")[-1]).is_file()
+        assert r["allocation"]["method"] in ("owl", "file")
+        assert len(r["block_sparsity"]) == 2 and (tmp_path / "out" / r["plot"]).is_file()
     for m in ("mul(W, sqrt(X))", "sparsegpt"):
         assert abs(rows[f"{m} [owl]"]["achieved_sparsity"] - 0.7) <= 1e-3
         assert rows[f"{m} [alloc]"]["block_sparsity"][0] < rows[f"{m} [alloc]"]["block_sparsity"][1]
-    # uniform through --allocation is the plain run (same masks, same PPL)
-    plain = run_compare(CompareConfig(methods=["mul(W, sqrt(X))"], sparsities=[0.7], calib=calib,
-                                      evaluation=evc, out=str(tmp_path / "o2"), model="tiny",
-                                      tree_features="dense"),
-                        evaluator=ev, progress=False, log=lambda m: None)
-    assert plain["rows"][1]["ppl"] == rows["mul(W, sqrt(X)) [uniform]"]["ppl"]
     with pytest.raises(UserError, match="not to magnitude"):
         run_compare(CompareConfig(methods=["magnitude"], allocations=["owl"], calib=calib,
                                   evaluation=evc, out=str(tmp_path / "o3")), evaluator=ev,
@@ -214,3 +208,13 @@ def test_cli_bad_allocation_file_one_line_nothing_written(tmp_path, capsys, bloc
         err = capsys.readouterr().err.strip()
         assert code == 2 and len(err.splitlines()) == 1 and needle in err
     assert not out.exists() and not (tmp_path / "cmp").exists()
+
+
+def test_uniform_allocation_is_the_plain_run(tiny_lm, corpus, tmp_path, one_thread):
+    ev = make_eval(tiny_lm, corpus, tmp_path)
+    tree, pat = parse_prefix("mul(W, sqrt(X))"), parse_pattern("unstructured")
+    plain = ev.compute_masks(tree, 0.7, pat)
+    s = allocate(ev, parse_spec("uniform"), 0.7, pat)
+    assert s == 0.7 and s.allocation.method == "uniform"
+    masks = ev.compute_masks(tree, s, pat)
+    assert all(torch.equal(plain[n], masks[n]) for n in plain)
