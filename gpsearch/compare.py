@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from .baselines.magnitude import prune_magnitude
 from .baselines.sparsegpt import prune_sparsegpt
 from .baselines.wanda import prune_wanda
+from .compare_allocation import alloc_label, alloc_specs, owl_tree, plot_allocations
 from .compare_methods import knob_names, lora_variant, register_methods
 from .compare_update import (RECON_SUFFIX, SPARSEGPT_PREFIX, recon_variant,
                              sparsegpt_tree_method)
@@ -248,40 +249,6 @@ def plan(cfg: CompareConfig) -> tuple[list[Method], list[tuple[Method, Pattern, 
     return methods, runs, notes
 
 
-def allocatable(m: Method) -> bool:
-    """Methods whose masks follow a per-linear allocation: metric trees, wanda, sparsegpt (and
-    sparsegpt:TREE), and their +recon variants."""
-    name = m.name[:-len(RECON_SUFFIX)] if m.name.endswith(RECON_SUFFIX) else m.name
-    if name.endswith("+lora"):
-        return False
-    return (name in ("wanda", "sparsegpt") or name.startswith(SPARSEGPT_PREFIX)
-            or (m.tree is not None and name not in METHODS))
-
-
-def alloc_specs(cfg: CompareConfig, methods: list[Method]) -> list:
-    """The parsed --allocation list ([None]: every linear at the sparsity); one-line errors."""
-    from .allocation_run import parse_spec
-
-    if not cfg.allocations:
-        return [None]
-    specs = [parse_spec(a, cfg.owl_m, cfg.owl_lambda) for a in split_list(cfg.allocations,
-                                                                          "allocation")]
-    bad = [m.name for m in methods if not allocatable(m)]
-    if bad:
-        raise UserError(f"--allocation applies to metric trees, wanda and sparsegpt (and their "
-                        f"+recon); not to {', '.join(bad)}")
-    return specs
-
-
-def alloc_label(spec) -> str:
-    return "" if spec is None else f" [{Path(spec.path).stem if spec.path else spec.kind}]"
-
-
-def _owl_tree(method: Method):
-    """The scores OWL reads for a method: its own tree, Wanda's for wanda and sparsegpt."""
-    return load_tree(method.tree if method.tree is not None else "wanda")
-
-
 def _included(cfg: CompareConfig) -> tuple[list[dict], list[str]]:
     from .compare_include import load_included
 
@@ -311,7 +278,7 @@ def run_one(evaluator, method: Method, pattern: Pattern, sparsity: float, ev: Ev
         if allocation is not None:
             from .allocation_run import allocate
 
-            sparsity = allocate(evaluator, allocation, float(sparsity), pattern, _owl_tree(method))
+            sparsity = allocate(evaluator, allocation, float(sparsity), pattern, owl_tree(method))
             row["allocation"] = sparsity.allocation.to_dict()
         t1 = time.perf_counter()
         info = method.fn(evaluator, sparsity, pattern, **options) or {}
@@ -397,33 +364,11 @@ def run_compare(cfg: CompareConfig, evaluator=None, progress: bool = True,
         msg += "".join(f" | {t} {fmt_acc(r)}" for t, r in row.get("zero_shot", {}).items())
         log(f"{method.name:>16} {str(pattern):>12} {s:<5g} {msg}")
         result["files"] = write_reports(result, out, final=False)
-    png = _plot_allocations(rows, out)
+    png = plot_allocations(rows, out)
     result["files"] = write_reports(result, out, final=True)
     if png:
         result["files"]["allocation_png"] = str(png)
     return result
-
-
-def _plot_allocations(rows: list[dict], out: Path):
-    """``allocation_<pattern>_<sparsity>.png``: per-block sparsity of every row that has one
-    (one line per row, one picture per pattern and sparsity); the last file's path or None."""
-    import re
-
-    from .plots import plot_block_allocation
-
-    groups: dict = {}
-    for r in rows:
-        if r.get("block_sparsity") and r.get("error") is None:
-            groups.setdefault((r["pattern"], r["sparsity"]), []).append(r)
-    path = None
-    for (pattern, sp), rs in groups.items():
-        series = {f"{r['method']}: PPL {r['ppl']:.2f}": r["block_sparsity"] for r in rs}
-        name = re.sub(r"[^A-Za-z0-9._-]+", "_", f"allocation_{pattern}_{sp:g}.png")
-        path = plot_block_allocation(series, out / name, sp, f"sparsity per block, {pattern} "
-                                     f"at {sp:g}")
-        for r in rs:
-            r["plot"] = name
-    return path
 
 
 from .callable_module import make_callable  # noqa: E402

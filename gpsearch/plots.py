@@ -200,10 +200,15 @@ def plot_allocation(per_layer: dict[str, float], path: str | Path, title: str = 
     return _save(fig, path)
 
 
-def plot_block_allocation(series: dict[str, list[float]], path: str | Path, target: float,
-                          title: str = "") -> Path:
-    """Sparsity per decoder block, one line per series (``{label: [fraction per block]}``),
-    with the target as a dashed line."""
+def plot_block_allocation(series, path: str | Path, target: float, title: str = "",
+                          requested: list[float] | None = None) -> Path:
+    """Sparsity per decoder block, one line per series (``{label: [fraction per block]}``, or
+    one list: the achieved sparsities, with ``requested`` beside them), with the target as a
+    dashed line."""
+    if not isinstance(series, dict):
+        series = {"achieved": list(series)}
+        if requested is not None:
+            series["requested"] = list(requested)
     fig = _figure((max(6.5, 0.22 * max(len(v) for v in series.values()) + 2.5), 4.0))
     ax = fig.add_subplot(1, 1, 1)
     for label, vals in series.items():
