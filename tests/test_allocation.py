@@ -218,3 +218,25 @@ def test_uniform_allocation_is_the_plain_run(tiny_lm, corpus, tmp_path, one_thre
     assert s == 0.7 and s.allocation.method == "uniform"
     masks = ev.compute_masks(tree, s, pat)
     assert all(torch.equal(plain[n], masks[n]) for n in plain)
+
+
+@pytest.mark.parametrize("update", ["none", "recon"])
+def test_prune_api_records_the_allocation_and_plots_it(tokenizer, corpus, tmp_path, update,
+                                                       one_thread):
+    from gpsearch.allocation_run import plot_next_to
+    from gpsearch.api import PruneConfig, prune
+    from gpsearch.config import EvalConfig
+    from tests.conftest import loaded, make_llama
+
+    calib = CalibConfig(data=corpus, nsamples=4, seqlen=16, batch_size=2)
+    ev = Evaluator(calib=calib, cache_dir=tmp_path / "cache", lm=loaded(make_llama(), tokenizer))
+    cfg = PruneConfig(tree="wanda", sparsity=0.7, allocation="owl", owl_m=2.0, update=update,
+                      evaluation=EvalConfig(data=corpus, split="test", seqlen=16, max_windows=4),
+                      calib=calib, recon_max_iter=2)
+    rec = prune(cfg, evaluator=ev, log=lambda m: None)
+    assert rec["allocation"]["method"] == "owl" and len(rec["block_sparsity"]) == 2
+    assert abs(rec["achieved_sparsity"] - 0.7) <= 1e-3
+    assert rec["allocation"]["info"]["owl_m"] == 2.0 and rec["config"]["allocation"] == "owl"
+    if update == "none":
+        png = plot_next_to(rec, tmp_path / "r.json")
+        assert png.name == "r_allocation.png" and png.is_file()
