@@ -44,6 +44,7 @@ class AllocateSettings:
     seed: int = 0
     time_budget: float | None = None  # seconds; stop after the generation that passes it
     test_windows: int = 64
+    test_uniform: bool = True  # also measure the uniform allocation's test PPL at the end
     dtype: str = "float32"
     device: str = "cpu"
     cache_dir: str | None = None
@@ -216,7 +217,8 @@ def _finish(evaluator, tree, s, rd: Path, parent, sparsity_of, pattern, uniform_
     test = EvalConfig(data=s.data, split="test", seqlen=s.seqlen, max_windows=s.test_windows,
                       batch_size=s.batch_size)
     rows = {}
-    for name, sp in (("uniform", s.sparsity), ("searched", sparsity_of(parent.levels))):
+    todo = [("uniform", s.sparsity)] if s.test_uniform else []
+    for name, sp in todo + [("searched", sparsity_of(parent.levels))]:
         counts = evaluator.prune(tree, sp, pattern)
         try:
             rows[name] = {"ppl": evaluator.perplexity(test)["ppl"],
@@ -232,9 +234,7 @@ def _finish(evaluator, tree, s, rd: Path, parent, sparsity_of, pattern, uniform_
     _write_json(rd / "summary.json", summary)
     if not plot:
         return {"run_dir": str(rd), **summary}
-    plot_block_allocation({f"searched: test PPL {rows['searched']['ppl']:.2f}":
-                           rows["searched"]["block_sparsity"],
-                           f"uniform: test PPL {rows['uniform']['ppl']:.2f}":
-                           rows["uniform"]["block_sparsity"]}, rd / "best_allocation.png",
-                          s.sparsity, f"searched allocation for {tree}")
+    series = {f"{k}: test PPL {v['ppl']:.2f}": v["block_sparsity"] for k, v in rows.items()}
+    plot_block_allocation(series, rd / "best_allocation.png", s.sparsity,
+                          f"searched allocation for {tree}")
     return {"run_dir": str(rd), **summary}

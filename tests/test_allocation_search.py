@@ -110,6 +110,11 @@ def test_allocate_end_to_end_replays_and_resumes(tokenizer, corpus, tmp_path, on
     res_full = run_allocate(s, out=str(tmp_path / "full"), evaluator=ev, progress=False,
                             log=lambda m: None, plot=False)
     assert res3["levels"] == res_full["levels"]
+    assert "uniform" in res3["rows"] and set(res_full["rows"]) == {"uniform", "searched"}
+    s.test_uniform, s.generations = False, 1
+    one = run_allocate(s, out=str(tmp_path / "one"), evaluator=ev, progress=False,
+                       log=lambda m: None, plot=False)
+    assert set(one["rows"]) == {"searched"}
     assert json.loads((rd / "state.json").read_text())["generation"] == 3
     with pytest.raises(UserError, match="not empty"):
         run_allocate(s, out=str(rd), evaluator=ev, progress=False)
