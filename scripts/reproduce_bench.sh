@@ -61,6 +61,10 @@ run "$PY" -m gpsearch.cli compare \
   --option wanda+lora.lora_max_steps=50 --option shortgpt+lora.lora_max_steps=50 \
   --out bench/compare_seed_systems
 
+# layer-wise allocation at 70% (issue 10): uniform vs OWL with Wanda's tree, dense features
+run "$PY" -m gpsearch.cli compare --methods trees/wanda.json --tree-features dense \
+  --sparsity 0.7 --allocation uniform,owl --max-windows 64 --out bench/allocation_owl70
+
 # 4. single-method records
 run "$PY" -m gpsearch.cli prune --tree trees/wanda.json --sparsity 0.5 --dense-ppl \
   --json bench/prune_wanda_embedded.json
