@@ -65,6 +65,12 @@ run "$PY" -m gpsearch.cli compare \
 run "$PY" -m gpsearch.cli compare --methods trees/wanda.json --tree-features dense \
   --sparsity 0.7 --allocation uniform,owl --max-windows 64 --out bench/allocation_owl70
 
+# a short allocation search at 70% with Wanda's tree (issue 10; 2 generations of 4 offspring)
+run rm -rf bench/allocation_search70
+run "$PY" -m gpsearch.cli allocate --tree trees/wanda.json --sparsity 0.7 \
+  --out bench/allocation_search70 --offspring 4 --stages 512:1,1024:0.5 --generations 2 \
+  --time-budget 600 --skip-uniform-test
+
 # 4. single-method records
 run "$PY" -m gpsearch.cli prune --tree trees/wanda.json --sparsity 0.5 --dense-ppl \
   --json bench/prune_wanda_embedded.json
