@@ -53,6 +53,9 @@ class PruneConfig:
     recon_max_iter: int = 20  # update recon: conjugate-gradient iterations per linear
     device_map: str | None = None  # accelerate placement over several GPUs (auto, balanced)
     offload: bool = False  # blocks in host memory, moved to the device one at a time
+    allocation: str | None = None  # layer-wise sparsity: uniform, owl or an allocation FILE.json
+    owl_m: float = 5.0  # OWL: outlier threshold, a multiple of the block's mean score
+    owl_lambda: float = 0.08  # OWL: block sparsities within target +- lambda
 
 
 def _fields_of(cls) -> dict:
@@ -146,6 +149,9 @@ def prune(config: PruneConfig | None = None, evaluator=None, keep: bool = False,
     if cfg.features not in ("dense", "sequential"):
         raise UserError(f"unknown feature mode {cfg.features!r}; choose dense or sequential")
     tree = load_tree(cfg.tree)
+    from .allocation_run import allocate, parse_spec
+
+    alloc_spec = parse_spec(cfg.allocation, cfg.owl_m, cfg.owl_lambda)
     if cfg.update not in ("none", "recon", "sparsegpt"):
         raise UserError(f"unknown weight update {cfg.update!r}; choose none, recon or sparsegpt")
     if cfg.recon_max_iter < 1:
@@ -165,6 +171,10 @@ def prune(config: PruneConfig | None = None, evaluator=None, keep: bool = False,
                               progress=True, device_map=cfg.device_map, offload=cfg.offload)
     log(f"calibration: {evaluator.calib.to_dict()}")
     ev = cfg.evaluation
+    sparsity = allocate(evaluator, alloc_spec, sparsity, pattern, tree)
+    if alloc_spec is not None:
+        log(f"allocation {alloc_spec.kind}: block sparsities "
+            f"{' '.join(f'{b:.3f}' for b in sparsity.allocation.blocks)}")
     dense = evaluator.perplexity(ev) if cfg.dense_ppl else None
     hold = bool(cfg.save or tasks or keep)
     if cfg.update == "none":

@@ -22,6 +22,7 @@ COMMANDS = {
     "compare": "compare pruning methods and metric trees on one calibration config (test split)",
     "iterative": "iterative pruning with masked fine-tuning, round by round (resumable)",
     "robustness": "a tree's fitness under rescaled terminals, other calibrations and patterns",
+    "allocate": "search a layer-wise sparsity allocation for a fixed metric (resumable)",
 }
 
 

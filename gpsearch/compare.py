@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from .baselines.magnitude import prune_magnitude
 from .baselines.sparsegpt import prune_sparsegpt
 from .baselines.wanda import prune_wanda
+from .compare_allocation import alloc_label, alloc_specs, owl_tree, plot_allocations
 from .compare_methods import knob_names, lora_variant, register_methods
 from .compare_update import (RECON_SUFFIX, SPARSEGPT_PREFIX, recon_variant,
                              sparsegpt_tree_method)
@@ -190,6 +191,9 @@ class CompareConfig:
     zero_shot_limit: int | None = None  # at most this many examples per task
     device_map: str | None = None  # accelerate placement over several GPUs (auto, balanced)
     offload: bool = False  # blocks in host memory, moved to the device one at a time
+    allocations: list = field(default_factory=list)  # uniform, owl, FILE.json (empty: plain)
+    owl_m: float = 5.0  # OWL outlier threshold (a multiple of the block's mean score)
+    owl_lambda: float = 0.08  # OWL: block sparsities within target +- lambda
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -222,6 +226,7 @@ def plan(cfg: CompareConfig) -> tuple[list[Method], list[tuple[Method, Pattern, 
     from .zeroshot import parse_tasks
 
     parse_tasks(cfg.zero_shot)
+    alloc_specs(cfg, methods)
     grid = sorted(set(sparsities).union(*(m.sparsities for m in methods)))
     runs, notes = [], []
     for pattern in patterns:
@@ -257,20 +262,31 @@ def _first_line(e: BaseException) -> str:
 
 
 def run_one(evaluator, method: Method, pattern: Pattern, sparsity: float, ev: EvalConfig,
-            options: dict, base: dict, zero_shot=None) -> dict:
+            options: dict, base: dict, zero_shot=None, allocation=None) -> dict:
     """Prune with one method, measure, restore; errors become part of the row.
-    ``zero_shot(model, tokenizer) -> {task: accuracy record}`` runs on the pruned model."""
+    ``zero_shot(model, tokenizer) -> {task: accuracy record}`` runs on the pruned model.
+    ``allocation``: an ``AllocationSpec`` (layer-wise sparsities), None for uniform ratios."""
     options = {**method.defaults, **options}
-    row = {**base, "method": method.name, "pattern": str(pattern), "sparsity": sparsity,
+    row = {**base, "method": method.name + alloc_label(allocation), "pattern": str(pattern),
+           "sparsity": float(sparsity),
            "ppl": None, "achieved_sparsity": None, "prune_s": None, "features_s": None,
            "error": None, "options": options, "tree": method.tree, "recipe": method.recipe}
     try:
         t0 = time.perf_counter()
         if method.prepare:
             method.prepare(evaluator)
+        if allocation is not None:
+            from .allocation_run import allocate
+
+            sparsity = allocate(evaluator, allocation, float(sparsity), pattern, owl_tree(method))
+            row["allocation"] = sparsity.allocation.to_dict()
         t1 = time.perf_counter()
         info = method.fn(evaluator, sparsity, pattern, **options) or {}
         row["prune_s"], row["features_s"] = time.perf_counter() - t1, t1 - t0
+        if allocation is not None:
+            from .allocation import per_block
+
+            row["block_sparsity"] = per_block(evaluator.layer_counts())
         counts = evaluator.layer_counts().values()
         row["achieved_sparsity"] = info.get("achieved_sparsity",  # structured: weights removed
                                             sum(z for z, _ in counts) / sum(n for _, n in counts))
@@ -303,13 +319,21 @@ def run_compare(cfg: CompareConfig, evaluator=None, progress: bool = True,
         def zero_shot(model, tokenizer):
             return evaluate_zero_shot(model, tokenizer, tasks, cfg.zero_shot_limit,
                                       cfg.evaluation.batch_size)
+    specs = alloc_specs(cfg, methods)
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     if evaluator is None:
         from .evaluator import Evaluator
 
         evaluator = Evaluator(cfg.model, cfg.calib, cfg.dtype, cfg.device, cfg.cache_dir,
                               progress=progress, device_map=cfg.device_map, offload=cfg.offload)
+    if any(s is not None and s.kind == "file" for s in specs):  # block count / total: now
+        from .allocation import check_allocation
+        from .allocation_file import read_allocation
+
+        for s in specs:
+            if s is not None and s.kind == "file":
+                check_allocation(read_allocation(s.path), evaluator.shapes())
+    out.mkdir(parents=True, exist_ok=True)
     ev = cfg.evaluation
     for n in notes:
         log(f"note: {n}")
@@ -330,17 +354,20 @@ def run_compare(cfg: CompareConfig, evaluator=None, progress: bool = True,
     log(f"dense PPL {dense['ppl']:.3f}" + "".join(
         f" | {t} {fmt_acc(r)}" for t, r in rows[0].get("zero_shot", {}).items()))
     rows += _included(cfg)[0]
-    bar = tqdm(runs, desc="compare", disable=not progress)
-    for method, pattern, s in bar:
-        bar.set_postfix_str(f"{method.name} {pattern} {s:g}")
+    bar = tqdm([(*r, a) for r in runs for a in specs], desc="compare", disable=not progress)
+    for method, pattern, s, spec in bar:
+        bar.set_postfix_str(f"{method.name}{alloc_label(spec)} {pattern} {s:g}")
         row = run_one(evaluator, method, pattern, s, ev, cfg.options.get(method.name, {}), base,
-                      zero_shot)
+                      zero_shot, spec)
         rows.append(row)
         msg = f"PPL {row['ppl']:.3f}" if row["error"] is None else f"ERROR {row['error']}"
         msg += "".join(f" | {t} {fmt_acc(r)}" for t, r in row.get("zero_shot", {}).items())
         log(f"{method.name:>16} {str(pattern):>12} {s:<5g} {msg}")
         result["files"] = write_reports(result, out, final=False)
+    png = plot_allocations(rows, out)
     result["files"] = write_reports(result, out, final=True)
+    if png:
+        result["files"]["allocation_png"] = str(png)
     return result
 
 

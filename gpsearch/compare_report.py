@@ -129,6 +129,14 @@ def markdown_text(result: dict, final: bool) -> str:
     opts = {r["method"]: r["options"] for r in rows if r.get("options")}
     if opts:
         lines += ["", "## Method options", ""] + [f"- {m}: `{json.dumps(o)}`" for m, o in opts.items()]
+    allocs = [r for r in rows if r.get("block_sparsity")]
+    if allocs:
+        lines += ["", "## Layer-wise allocations (achieved sparsity per block)", ""]
+        for r in allocs:
+            bs = r["block_sparsity"]
+            plot = f" ([plot]({r['plot']}))" if r.get("plot") else ""
+            lines.append(f"- {r['method']} {r['pattern']} @ {r['sparsity']:g}: "
+                         f"{min(bs):.3f}..{max(bs):.3f}{plot}: " + " ".join(f"{b:.3f}" for b in bs))
     if result["notes"]:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in result["notes"]]
     return "\n".join(lines) + "\n"

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from .allocation import per_block, ratio_of
 from .blockwise import sequential_blocks
 from .config import CalibConfig, EvalConfig
 from .data import eval_windows
@@ -136,7 +137,8 @@ class Evaluator:
             self.prepare(tree)
             t1 = time.perf_counter()
             for name, lin in self.linears.items():
-                lin.weight.masked_fill_(make_mask(self.score(tree, name), sparsity, pattern), 0.0)
+                lin.weight.masked_fill_(make_mask(self.score(tree, name), ratio_of(sparsity, name),
+                                                   pattern), 0.0)
         else:
             t1 = t0
             self._prune_sequential(tree, sparsity, pattern)
@@ -149,7 +151,7 @@ class Evaluator:
         go to host memory layer by layer: the whole model's would be 1 byte per pruned parameter
         on the accelerator (a no-op on CPU)."""
         self.prepare(tree)
-        return {name: make_mask(self.score(tree, name), sparsity, pattern).cpu()
+        return {name: make_mask(self.score(tree, name), ratio_of(sparsity, name), pattern).cpu()
                 for name in self.linears}
 
     @torch.no_grad()
@@ -182,7 +184,8 @@ class Evaluator:
                 if "H" in needed:
                     local["H"] = {n: s.inverse_hessian_diag() for n, s in stats.items()}
             for name, lin in names.items():
-                lin.weight.masked_fill_(make_mask(self.score(tree, name, local), sparsity, pattern), 0.0)
+                lin.weight.masked_fill_(make_mask(self.score(tree, name, local),
+                                                   ratio_of(sparsity, name), pattern), 0.0)
 
         with torch.no_grad():
             sequential_blocks(self.model, self.features.samples(), self.calib.batch_size, process,
@@ -194,6 +197,9 @@ class Evaluator:
 
     def layer_counts(self) -> dict[str, tuple[int, int]]:
         return {n: (int((lin.weight == 0).sum()), lin.weight.numel()) for n, lin in self.linears.items()}
+
+    def shapes(self) -> dict[str, tuple[int, int]]:
+        return {n: tuple(lin.weight.shape) for n, lin in self.linears.items()}
 
     def pruned_modules(self) -> list[str]:
         """Names inside a block of the linears that are pruned (same in every block)."""
@@ -214,7 +220,7 @@ class Evaluator:
         zeros = sum(z for z, _ in counts.values())
         total = sum(t for _, t in counts.values())
         rec = {
-            "model": self.lm.spec, "tree": to_prefix(tree), "sparsity": sparsity,
+            "model": self.lm.spec, "tree": to_prefix(tree), "sparsity": float(sparsity),
             "pattern": str(pattern), "scope": pattern.scope, "features": mode,
             "achieved_sparsity": zeros / total, "ppl": ppl["ppl"],
             "evaluation": {**ev.to_dict(), "windows": ppl["windows"], "tokens": ppl["tokens"]},
@@ -222,6 +228,9 @@ class Evaluator:
             "pruned_modules": self.pruned_modules(), "n_pruned_linears": len(counts),
             "timings": {**self.timings, "forward_s": forward_s},
         }
+        if hasattr(sparsity, "allocation"):
+            rec["allocation"] = sparsity.allocation.to_dict()
+            rec["block_sparsity"] = per_block(counts)
         if per_layer:
             rec["per_layer"] = {n: z / t for n, (z, t) in counts.items()}
         return rec

@@ -198,3 +198,27 @@ def plot_allocation(per_layer: dict[str, float], path: str | Path, title: str = 
     ax.set_title(title or "per-layer sparsity", fontsize=10)
     ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def plot_block_allocation(series, path: str | Path, target: float, title: str = "",
+                          requested: list[float] | None = None) -> Path:
+    """Sparsity per decoder block, one line per series (``{label: [fraction per block]}``, or
+    one list: the achieved sparsities, with ``requested`` beside them), with the target as a
+    dashed line."""
+    if not isinstance(series, dict):
+        series = {"achieved": list(series)}
+        if requested is not None:
+            series["requested"] = list(requested)
+    fig = _figure((max(6.5, 0.22 * max(len(v) for v in series.values()) + 2.5), 4.0))
+    ax = fig.add_subplot(1, 1, 1)
+    for label, vals in series.items():
+        ax.plot(range(len(vals)), [100 * v for v in vals], "o-", ms=3, lw=1.2, label=label)
+    ax.axhline(100 * target, color="black", ls="--", lw=1, label=f"target {100 * target:.1f}%")
+    allv = [v for vals in series.values() for v in vals] + [target]
+    pad = max(1.0, 100 * (max(allv) - min(allv)) * 0.15)
+    ax.set_ylim(max(0.0, 100 * min(allv) - pad), min(100.0, 100 * max(allv) + pad))
+    ax.set_xlabel("decoder block")
+    ax.set_ylabel("zeros (%)")
+    ax.set_title(title or "sparsity per block", fontsize=10)
+    ax.legend(fontsize=7, loc="best")
+    return _save(fig, path)

@@ -67,6 +67,16 @@ run "$PY" -m gpsearch.cli compare \
   --option wanda+lora.lora_max_steps=50 --option shortgpt+lora.lora_max_steps=50 \
   --out bench/compare_seed_systems
 
+# layer-wise allocation at 70% (issue 10): uniform vs OWL with Wanda's tree, dense features
+run "$PY" -m gpsearch.cli compare --methods trees/wanda.json --tree-features dense \
+  --sparsity 0.7 --allocation uniform,owl --max-windows 64 --out bench/allocation_owl70
+
+# a short allocation search at 70% with Wanda's tree (issue 10; 2 generations of 4 offspring)
+run rm -rf bench/allocation_search70
+run "$PY" -m gpsearch.cli allocate --tree trees/wanda.json --sparsity 0.7 \
+  --out bench/allocation_search70 --offspring 4 --stages 512:1,1024:0.5 --generations 2 \
+  --time-budget 600 --skip-uniform-test
+
 # 4. single-method records
 run "$PY" -m gpsearch.cli prune --tree trees/wanda.json --sparsity 0.5 --dense-ppl \
   --json bench/prune_wanda_embedded.json

@@ -23,6 +23,7 @@ from typing import Callable
 
 import torch
 
+from ..allocation import ratio_of
 from ..blockwise import sequential_blocks
 from ..models import block_linears
 from .recon_math import SOLVERS, reconstruct_rows
@@ -155,7 +156,8 @@ def tree_then_reconstruct(evaluator, tree, sparsity: float, pattern, mode: str =
                 local["H"] = {f"{i}.{n}": _inverse_hessian_diag(hess.hessian(n)) for n in linears}
         for name, lin in linears.items():
             H = hess.hessian(name)
-            mask = make_mask(evaluator.score(tree, f"{i}.{name}", local), sparsity, pattern)
+            mask = make_mask(evaluator.score(tree, f"{i}.{name}", local),
+                             ratio_of(sparsity, f"{i}.{name}"), pattern)
             _write_back(lin, reconstruct_rows(lin.weight.detach().float(), H, mask,
                                               percdamp=percdamp, solver=solver,
                                               max_iter=max_iter, tol=tol), mask)

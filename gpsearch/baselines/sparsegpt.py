@@ -20,6 +20,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ..allocation import ratio_of
 from ..blockwise import BlockInput, sequential_blocks
 from ..masks import Pattern
 from ..models import block_linears
@@ -147,7 +148,8 @@ def prune_sparsegpt(evaluator, sparsity: float, pattern: Pattern, blocksize: int
         for name, lin in linears.items():
             fn = None if tree is None else tree_score_fn(
                 tree, xs[name].x if xs else None, grads[f"{i}.{name}"] if grads else None)
-            prune_linear(lin, hess.hessian(name), sparsity, pattern, blocksize, mask_blocksize,
+            prune_linear(lin, hess.hessian(name), ratio_of(sparsity, f"{i}.{name}"), pattern,
+                         blocksize, mask_blocksize,
                          percdamp, fn, window if tree is not None else 0)
         times["hessian_s"] += t1 - t0
         times["solve_s"] += time.perf_counter() - t1

@@ -79,3 +79,14 @@ def add_zero_shot_args(p: argparse.ArgumentParser) -> None:
                         "winogrande, arc_easy, arc_challenge, openbookqa)")
     p.add_argument("--zero-shot-limit", type=int, default=None, metavar="N",
                    help="at most N examples per zero-shot task (default: all)")
+
+
+def add_allocation_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--allocation", default=None,
+                   help="layer-wise sparsity: uniform, owl (Outlier Weighed Layerwise, from the "
+                        "metric's own scores; Wanda's for SparseGPT) or an allocation FILE.json "
+                        "(e.g. written by gpsearch allocate); default: every linear at --sparsity")
+    p.add_argument("--owl-m", type=float, default=5.0,
+                   help="OWL outlier threshold M: scores above M x the block's mean (default 5)")
+    p.add_argument("--owl-lambda", type=float, default=0.08,
+                   help="OWL: block sparsities within sparsity +- lambda (default 0.08)")

@@ -48,6 +48,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "this table; refused when their model, calibration or evaluation differ")
     p.add_argument("--allow-mixed-calibration", action="store_true",
                    help="include such rows anyway, marked [mixed] (seed 002: not comparable)")
+    p.add_argument("--allocation", default=None,
+                   help="comma-separated layer-wise allocations, each a row per method: uniform, "
+                        "owl (from the method's own scores; Wanda's for wanda/sparsegpt), "
+                        "FILE.json (gpsearch allocate); default: every linear at --sparsity")
+    p.add_argument("--owl-m", type=float, default=D.owl_m,
+                   help="OWL outlier threshold M (scores above M x the block mean; default 5)")
+    p.add_argument("--owl-lambda", type=float, default=D.owl_lambda,
+                   help="OWL: block sparsities within sparsity +- lambda (default 0.08)")
     add_model_args(p)
     add_placement_args(p)
     add_calib_args(p)
@@ -104,7 +112,9 @@ def config_from(args) -> CompareConfig:
         device_map=args.device_map, offload=args.offload,
         tree_features=args.tree_features, options=options, include=list(args.include),
         allow_mixed=args.allow_mixed_calibration, zero_shot=args.eval_zero_shot or [],
-        zero_shot_limit=args.zero_shot_limit)
+        zero_shot_limit=args.zero_shot_limit,
+        allocations=split_list(args.allocation, "allocation") if args.allocation else [],
+        owl_m=args.owl_m, owl_lambda=args.owl_lambda)
 
 
 def run(args) -> int:

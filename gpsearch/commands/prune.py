@@ -10,7 +10,7 @@ import argparse
 
 from ..api import PruneConfig
 from ..export import SAVE_FORMATS
-from .common import (add_calib_args, add_model_args, add_placement_args,
+from .common import (add_allocation_args, add_calib_args, add_model_args, add_placement_args,
                      add_zero_shot_args, calib_from, eval_from,
                      write_record)
 
@@ -35,6 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "updates; unstructured per mask block, so --scope does not apply)")
     p.add_argument("--recon-max-iter", type=int, default=20,
                    help="--update recon: conjugate-gradient iterations per linear")
+    add_allocation_args(p)
     add_model_args(p)
     add_placement_args(p)
     add_calib_args(p)
@@ -57,7 +58,8 @@ def config_from(args) -> PruneConfig:
                        save_format=args.save_format, zero_shot=args.eval_zero_shot,
                        zero_shot_limit=args.zero_shot_limit, update=args.update,
                        recon_max_iter=args.recon_max_iter, device_map=args.device_map,
-                       offload=args.offload)
+                       offload=args.offload, allocation=args.allocation,
+                       owl_m=args.owl_m, owl_lambda=args.owl_lambda)
 
 
 def run(args) -> int:
@@ -74,7 +76,15 @@ def run(args) -> int:
           f"linears ({', '.join(rec['pruned_modules'])} in every block)")
     for name, s in rec.get("per_layer", {}).items():
         print(f"  {name:32s} {100 * s:6.2f}% zeros")
+    if "block_sparsity" in rec:
+        print("block sparsity: " + " ".join(f"{b:.3f}" for b in rec["block_sparsity"]))
     write_record(args.json, rec)
+    if args.json:
+        from ..allocation_run import plot_next_to
+
+        png = plot_next_to(rec, args.json)
+        if png:
+            print(f"allocation plot written to {png}")
     if "saved" in rec:
         s = rec["saved"]
         print(f"pruned model saved to {s['path']} ({s['save_format']}"

@@ -1,0 +1,240 @@
+"""``gpsearch allocate``: search a layer-wise sparsity allocation for a fixed metric tree
+(``search.allocation_search``), scored with the metric search's staged fitness (KL to the dense
+model or PPL, validation windows), then its TEST perplexity beside the uniform allocation.
+
+Run directory: ``config.json``, ``state.json`` (the parent levels, their scores and the
+generation, rewritten atomically after every generation), ``log.jsonl`` (one record per
+generation), ``best_allocation.json`` (replay: ``gpsearch prune --allocation``, rewritten after
+every generation), and at the end ``summary.json`` + ``best_allocation.png``. ``--resume DIR``
+continues from ``state.json``; generation g draws from Random(seed, g), so a resumed run makes
+the same choices as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from .errors import UserError
+
+
+@dataclass
+class AllocateSettings:
+    tree: str = "wanda"
+    sparsity: float = 0.7
+    model: str = "smollm2-135m"
+    data: str = "wiki"
+    nsamples: int = 128
+    seqlen: int = 256
+    calib_seed: int = 0
+    batch_size: int = 4
+    step: float = 0.02  # one level of the grid (fraction of zeros)
+    max_shift: float = 0.2  # a block's sparsity stays within target +- max_shift
+    generations: int = 50
+    offspring: int = 16
+    max_moves: int = 3  # level moves per mutation: 1..max_moves
+    fitness: str = "kl"
+    stages: str = "512:1,2048:0.25,8192:0.125"
+    topk: int = 512
+    seed: int = 0
+    time_budget: float | None = None  # seconds; stop after the generation that passes it
+    test_windows: int = 64
+    test_uniform: bool = True  # also measure the uniform allocation's test PPL at the end
+    dtype: str = "float32"
+    device: str = "cpu"
+    cache_dir: str | None = None
+
+
+def _write_json(path: Path, obj) -> None:
+    from .commands.common import write_json
+
+    write_json(path, obj)
+
+
+def _read_json(path: Path, limit: int = 1 << 22):
+    if not path.is_file() or path.stat().st_size > limit:
+        raise UserError(f"{path}: missing or too large")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
+        raise UserError(f"{path}: not valid JSON") from None
+
+
+def check_settings(s: AllocateSettings):
+    from .masks import check_sparsity
+    from .search.stages import FITNESS_KINDS, parse_stages
+    from .tree import load_tree
+
+    check_sparsity(s.sparsity)
+    if s.fitness not in FITNESS_KINDS:
+        raise UserError(f"--fitness must be one of {', '.join(FITNESS_KINDS)}")
+    if s.generations < 1 or s.offspring < 1 or s.max_moves < 1:
+        raise UserError("--generations, --offspring and --max-moves must be >= 1")
+    if not 0 < s.step <= s.max_shift < 1:
+        raise UserError(f"need 0 < --step <= --max-shift < 1, got {s.step}, {s.max_shift}")
+    return load_tree(s.tree), parse_stages(s.stages, s.seqlen)
+
+
+def run_allocate(settings: AllocateSettings | None = None, out: str | None = None,
+                 resume: str | None = None, log=tqdm.write, evaluator=None,
+                 progress: bool = True, plot: bool = True) -> dict:
+    """Run (or continue) an allocation search; returns the summary. ``evaluator``: a resident
+    model to use instead of loading ``settings.model`` (its calibration is used)."""
+    from .allocation import Allocated, Allocation, check_allocation, exact_ratios
+    from .allocation_file import write_allocation
+    from .config import CalibConfig, EvalConfig
+    from .evaluator import Evaluator
+    from .masks import parse_pattern
+    from .models import set_threads
+    from .provenance import code_version
+    from .search.allocation_search import Candidate, Grid, check_levels, generation
+    from .tree import to_prefix
+
+    if resume:
+        rd = Path(resume)
+        cfg = _read_json(rd / "config.json")
+        if not isinstance(cfg, dict) or not isinstance(cfg.get("settings"), dict):
+            raise UserError(f"{rd}/config.json: not an allocate run")
+        known = set(AllocateSettings.__dataclass_fields__)
+        given = cfg["settings"]
+        if set(given) - known:
+            raise UserError(f"{rd}/config.json: unknown settings")
+        base = AllocateSettings(**given)
+        if settings is not None:  # only the generation count / time budget may change
+            base.generations, base.time_budget = settings.generations, settings.time_budget
+        settings = base
+    else:
+        settings = settings or AllocateSettings()
+        if not out:
+            raise UserError("give --out DIR (or --resume DIR)")
+        rd = Path(out)
+        if rd.exists() and any(rd.iterdir()):
+            raise UserError(f"{rd} exists and is not empty (use --resume {rd})")
+    tree, stages = check_settings(settings)
+    pattern = parse_pattern("unstructured")
+    s = settings
+    set_threads()
+    calib = CalibConfig(data=s.data, nsamples=s.nsamples, seqlen=s.seqlen, seed=s.calib_seed,
+                        batch_size=s.batch_size)
+    if evaluator is None:
+        evaluator = Evaluator(s.model, calib, s.dtype, s.device, s.cache_dir, progress=False)
+    shapes = evaluator.shapes()
+    blocks = 1 + max(int(n.split(".", 1)[0]) for n in shapes)
+    grid = Grid(s.sparsity, s.step, int(round(s.max_shift / s.step)), blocks)
+    val = EvalConfig(data=s.data, split="validation", seqlen=s.seqlen,
+                     max_windows=stages[-1].windows, batch_size=s.batch_size)
+    windows = evaluator.windows(val)
+    if windows.shape[0] < stages[-1].windows:
+        raise UserError(f"the validation split has {windows.shape[0]} windows; the last stage "
+                        f"needs {stages[-1].windows}")
+
+    state = None
+    if resume:
+        st = _read_json(rd / "state.json")
+        if not isinstance(st, dict) or not isinstance(st.get("generation"), int):
+            raise UserError(f"{rd}/state.json: malformed")
+        state = st
+    rd.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        _write_json(rd / "config.json", {"settings": asdict(s), "tree": to_prefix(tree),
+                                         "blocks": blocks, **code_version()})
+
+    from .features import default_cache_dir
+    from .fitness import cached_reference, window_scores
+
+    ref = None
+    if s.fitness == "kl":
+        cache = evaluator.features.cache_dir or default_cache_dir()
+        ref = cached_reference(evaluator.model, evaluator.lm.identity, windows, val.to_dict(),
+                               s.topk, Path(cache), s.batch_size)
+    evaluator.prepare(tree)
+
+    def sparsity_of(levels) -> Allocated:
+        alloc = Allocation(s.sparsity, grid.ratios(levels), method="search")
+        ratios = check_allocation(alloc, shapes)
+        return Allocated(s.sparsity, exact_ratios(ratios, shapes, s.sparsity), alloc)
+
+    n_scored = [0]
+
+    def score_windows(levels, a, b):
+        n_scored[0] += 1
+        try:
+            evaluator.prune(tree, sparsity_of(levels), pattern)
+            out = window_scores(evaluator.model, windows[a:b], s.batch_size, ref, a)
+        finally:
+            evaluator.restore()
+        return out["kl"] if s.fitness == "kl" else out["nll"]
+
+    if state is None:
+        parent, gen0 = Candidate(tuple([0] * blocks)), 0
+    else:
+        parent = Candidate(check_levels(state.get("levels"), grid),
+                           [float(v) for v in state.get("values", [])],
+                           [float(v) for v in state.get("stage_scores", [])])
+        gen0 = state["generation"]
+    t0 = time.perf_counter()
+    bar = tqdm(range(gen0, s.generations), desc="allocate", initial=gen0, total=s.generations,
+               disable=not progress)
+    uniform_score = state.get("uniform_score") if state else None
+    for g in bar:
+        rng = random.Random(s.seed * 1_000_003 + g)
+        parent, rec = generation(parent, grid, stages, s.fitness, score_windows, rng,
+                                 s.offspring, s.max_moves)
+        if uniform_score is None:
+            uniform_score = rec["parent_score"]
+        rec.update(generation=g + 1, seconds=time.perf_counter() - t0, scored=n_scored[0])
+        with open(rd / "log.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(rec) + "\n")
+        best = Allocation(s.sparsity, grid.ratios(parent.levels), method="search",
+                          info={"tree": to_prefix(tree), "fitness": s.fitness, "stages": s.stages,
+                                "score": parent.stage_scores[-1], "generation": g + 1,
+                                "uniform_score": uniform_score, **code_version()})
+        write_allocation(best, rd / "best_allocation.json")
+        _write_json(rd / "state.json", {"generation": g + 1, "levels": list(parent.levels),
+                                        "values": parent.values,
+                                        "stage_scores": parent.stage_scores,
+                                        "uniform_score": uniform_score})
+        bar.set_postfix_str(f"{s.fitness} {parent.stage_scores[-1]:.4f} (uniform "
+                            f"{uniform_score:.4f})")
+        if s.time_budget is not None and time.perf_counter() - t0 > s.time_budget:
+            log(f"time budget {s.time_budget:g} s reached after generation {g + 1}")
+            break
+    return _finish(evaluator, tree, s, rd, parent, sparsity_of, pattern, uniform_score, plot)
+
+
+def _finish(evaluator, tree, s, rd: Path, parent, sparsity_of, pattern, uniform_score,
+            plot: bool = True) -> dict:
+    from .allocation import per_block
+    from .config import EvalConfig
+    from .plots import plot_block_allocation
+    from .provenance import code_version
+
+    test = EvalConfig(data=s.data, split="test", seqlen=s.seqlen, max_windows=s.test_windows,
+                      batch_size=s.batch_size)
+    rows = {}
+    todo = [("uniform", s.sparsity)] if s.test_uniform else []
+    for name, sp in todo + [("searched", sparsity_of(parent.levels))]:
+        counts = evaluator.prune(tree, sp, pattern)
+        try:
+            rows[name] = {"ppl": evaluator.perplexity(test)["ppl"],
+                          "achieved_sparsity": sum(z for z, _ in counts.values())
+                          / sum(t for _, t in counts.values()),
+                          "block_sparsity": per_block(counts)}
+        finally:
+            evaluator.restore()
+    summary = {"tree": str(tree), "sparsity": s.sparsity, "test": test.to_dict(),
+               "val_score": {"uniform": uniform_score, "searched": parent.stage_scores[-1],
+                             "fitness": s.fitness},
+               "rows": rows, "levels": list(parent.levels), **code_version()}
+    _write_json(rd / "summary.json", summary)
+    if not plot:
+        return {"run_dir": str(rd), **summary}
+    series = {f"{k}: test PPL {v['ppl']:.2f}": v["block_sparsity"] for k, v in rows.items()}
+    plot_block_allocation(series, rd / "best_allocation.png", s.sparsity,
+                          f"searched allocation for {tree}")
+    return {"run_dir": str(rd), **summary}

@@ -1,0 +1,127 @@
+"""Allocations on a resident model: ``--allocation uniform|owl|FILE.json`` -> an ``Allocated``
+sparsity (the target as a float, carrying exact per-linear ratios) for ``Evaluator.prune``,
+SparseGPT and the reconstruction flow. OWL's outlier ratios come from the given tree's scores
+on dense features (OWL scores the dense model's activations too)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .allocation import (Allocated, Allocation, block_index, block_params, check_allocation,
+                         exact_ratios, n_blocks, outlier_ratio, owl_blocks, uniform)
+from .errors import UserError
+
+DEFAULT_OWL_M = 5.0
+DEFAULT_OWL_LAMBDA = 0.08
+
+
+@dataclass(frozen=True)
+class AllocationSpec:
+    kind: str  # uniform, owl, file
+    path: str | None = None
+    owl_m: float = DEFAULT_OWL_M
+    owl_lambda: float = DEFAULT_OWL_LAMBDA
+
+    def to_dict(self) -> dict:
+        d = {"kind": self.kind}
+        if self.kind == "owl":
+            d.update(owl_m=self.owl_m, owl_lambda=self.owl_lambda)
+        if self.path:
+            d["path"] = self.path
+        return d
+
+
+def parse_spec(text: str | None, owl_m: float = DEFAULT_OWL_M,
+               owl_lambda: float = DEFAULT_OWL_LAMBDA) -> AllocationSpec | None:
+    """None/'uniform'/'owl'/a .json file; a file is read and checked now (before any model)."""
+    if text is None:
+        return None
+    if not owl_m > 0:
+        raise UserError(f"--owl-m must be > 0, got {owl_m}")
+    if not 0 <= owl_lambda < 0.5:
+        raise UserError(f"--owl-lambda must be in [0, 0.5), got {owl_lambda}")
+    t = str(text).strip()
+    if t in ("uniform", "owl"):
+        return AllocationSpec(t, None, owl_m, owl_lambda)
+    if not t.endswith(".json"):
+        raise UserError(f"--allocation {t!r}: expected uniform, owl or a FILE.json")
+    from .allocation_file import read_allocation
+
+    read_allocation(t)
+    return AllocationSpec("file", t, owl_m, owl_lambda)
+
+
+@torch.no_grad()
+def block_outlier_ratios(evaluator, tree, m: float) -> list[float]:
+    """Per block: the share of the tree's scores (all its linears) above m x their mean."""
+    evaluator.prepare(tree)
+    by_block: dict[int, list[str]] = {}
+    for name in evaluator.linears:
+        by_block.setdefault(block_index(name), []).append(name)
+    out = []
+    for i in sorted(by_block):
+        scores = [evaluator.score(tree, n).float().cpu() for n in by_block[i]]
+        out.append(outlier_ratio(scores, m))
+    return out
+
+
+def owl_allocation(evaluator, tree, target: float, m: float = DEFAULT_OWL_M,
+                   lam: float = DEFAULT_OWL_LAMBDA) -> Allocation:
+    from .tree import to_prefix
+
+    shapes = evaluator.shapes()
+    ratios = block_outlier_ratios(evaluator, tree, m)
+    blocks = owl_blocks(ratios, target, lam, [float(p) for p in block_params(shapes)])
+    return Allocation(target, blocks, method="owl",
+                      info={"owl_m": m, "owl_lambda": lam, "score_tree": to_prefix(tree),
+                            "outlier_ratios": ratios})
+
+
+def allocate(evaluator, spec: AllocationSpec | None, target: float, pattern, tree=None):
+    """The sparsity to pass on: ``target`` itself when spec is None, else an ``Allocated``.
+    ``tree``: the metric whose scores OWL reads (default Wanda's)."""
+    if spec is None:
+        return target
+    shapes = evaluator.shapes()
+    if spec.kind == "uniform":
+        alloc = uniform(target, n_blocks(shapes))
+        return Allocated(target, {n: float(target) for n in shapes}, alloc)
+    if pattern.kind == "nm":
+        raise UserError(f"--allocation {spec.kind}: pattern {pattern} fixes every layer's "
+                        f"sparsity; a layer-wise allocation needs unstructured")
+    if spec.kind == "owl":
+        from .tree import load_tree
+
+        alloc = owl_allocation(evaluator, tree if tree is not None else load_tree("wanda"),
+                               target, spec.owl_m, spec.owl_lambda)
+    else:
+        from .allocation_file import read_allocation
+
+        alloc = read_allocation(spec.path)
+        if abs(alloc.target - target) > 1e-9:
+            raise UserError(f"allocation file {spec.path} is for sparsity {alloc.target:g}, "
+                            f"not {target:g}")
+        alloc.info = {**alloc.info, "file": str(Path(spec.path))}
+    ratios = check_allocation(alloc, shapes)
+    return Allocated(target, exact_ratios(ratios, shapes, target, pattern.scope), alloc)
+
+
+def plot_next_to(rec: dict, json_path: str | Path | None) -> Path | None:
+    """``<json stem>_allocation.png`` next to a result that carries ``block_sparsity``."""
+    if not json_path or "block_sparsity" not in rec:
+        return None
+    from .plots import plot_block_allocation
+
+    p = Path(json_path)
+    a = rec.get("allocation", {})
+    title = f"{a.get('method', '?')} allocation, target {rec['sparsity']:g}"
+    if "ppl" in rec:
+        title += f", PPL {rec['ppl']:.2f}"
+    series = {"achieved": rec["block_sparsity"]}
+    if a.get("blocks") and not a.get("kinds"):
+        series["requested"] = a["blocks"]
+    return plot_block_allocation(series, p.with_name(p.stem + "_allocation.png"),
+                                 rec["sparsity"], title)

@@ -1,0 +1,72 @@
+"""Search a layer-wise sparsity allocation for a fixed metric tree (EvoPress-style: per-block
+levels on a grid, mutations that move sparsity between blocks so the total never changes,
+(1 + lambda) selection on the staged validation fitness of the metric search). Writes
+DIR/best_allocation.json after every generation: replay it with
+``gpsearch prune --tree TREE --sparsity S --allocation DIR/best_allocation.json``.
+(The Python function: ``gpsearch.allocate_run.run_allocate``.)"""
+
+from __future__ import annotations
+
+import argparse
+
+from ..allocate_run import AllocateSettings
+
+D = AllocateSettings()
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tree", default=D.tree, help="the fixed metric (trees/NAME.json, a name, "
+                   "or a prefix expression)")
+    p.add_argument("--sparsity", type=float, default=D.sparsity, help="target fraction of zeros")
+    p.add_argument("--out", default=None, help="new run directory")
+    p.add_argument("--resume", default=None, help="continue this run directory")
+    p.add_argument("--generations", type=int, default=D.generations)
+    p.add_argument("--offspring", type=int, default=D.offspring, help="mutants per generation")
+    p.add_argument("--max-moves", type=int, default=D.max_moves,
+                   help="level moves per mutation, drawn from 1..N")
+    p.add_argument("--step", type=float, default=D.step, help="grid level (fraction of zeros)")
+    p.add_argument("--max-shift", type=float, default=D.max_shift,
+                   help="every block stays within sparsity +- this")
+    p.add_argument("--fitness", default=D.fitness, choices=("kl", "ppl"))
+    p.add_argument("--stages", default=D.stages, help="TOKENS:FRACTION,... (validation split)")
+    p.add_argument("--topk", type=int, default=D.topk, help="KL reference top-K")
+    p.add_argument("--seed", type=int, default=D.seed)
+    p.add_argument("--time-budget", type=float, default=None,
+                   help="seconds; stop after the generation that passes it")
+    p.add_argument("--test-windows", type=int, default=D.test_windows,
+                   help="test-split windows for the final uniform vs searched perplexity")
+    p.add_argument("--skip-uniform-test", action="store_true",
+                   help="measure only the searched allocation on the test split at the end")
+    p.add_argument("--model", default=D.model)
+    p.add_argument("--data", default=D.data)
+    p.add_argument("--nsamples", type=int, default=D.nsamples)
+    p.add_argument("--seqlen", type=int, default=D.seqlen)
+    p.add_argument("--calib-seed", type=int, default=D.calib_seed)
+    p.add_argument("--batch-size", type=int, default=D.batch_size)
+    p.add_argument("--dtype", default=D.dtype)
+    p.add_argument("--device", default=D.device)
+    p.add_argument("--cache-dir", default=None)
+
+
+def run(args) -> int:
+    from ..allocate_run import run_allocate
+
+    s = AllocateSettings(
+        tree=args.tree, sparsity=args.sparsity, model=args.model, data=args.data,
+        nsamples=args.nsamples, seqlen=args.seqlen, calib_seed=args.calib_seed,
+        batch_size=args.batch_size, step=args.step, max_shift=args.max_shift,
+        generations=args.generations, offspring=args.offspring, max_moves=args.max_moves,
+        fitness=args.fitness, stages=args.stages, topk=args.topk, seed=args.seed,
+        time_budget=args.time_budget, test_windows=args.test_windows,
+        test_uniform=not args.skip_uniform_test, dtype=args.dtype,
+        device=args.device, cache_dir=args.cache_dir)
+    res = run_allocate(s, out=args.out, resume=args.resume)
+    r = res["rows"]
+    print(f"validation {res['val_score']['fitness']}: uniform {res['val_score']['uniform']:.4f}, "
+          f"searched {res['val_score']['searched']:.4f}")
+    uni = f"uniform {r['uniform']['ppl']:.3f}, " if "uniform" in r else ""
+    print(f"test PPL ({res['test']['split']}, {res['test']['max_windows']} windows): {uni}"
+          f"searched {r['searched']['ppl']:.3f} (achieved sparsity "
+          f"{r['searched']['achieved_sparsity']:.4f})")
+    print(f"allocation: {res['run_dir']}/best_allocation.json")
+    return 0

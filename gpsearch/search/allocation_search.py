@@ -1,0 +1,135 @@
+"""EvoPress-style search of a layer-wise sparsity allocation (pure Python: no torch, no ray).
+
+Genome: one integer level per decoder block; block i's sparsity is target + step * level_i.
+Every block holds the same number of weights in the models gpsearch prunes, so the total is the
+target exactly when the levels sum to zero; the only mutation keeps that sum: it moves one
+level from one block to another (as many times as the mutation count says), within
+[-max_level, max_level] and within [0, hi] in sparsity. ``allocation.exact_ratios`` then fixes
+the rounding of the masks (and any difference in block sizes).
+
+One generation ((1 + lambda), elitist): ``offspring`` mutants of the parent are scored on the
+first stage's windows; the best ``fraction`` of them go on to the next stage's extra windows,
+and so on (``search.stages``: per-window values add up, so a stage's score is over all its
+windows); the best candidate on the last stage replaces the parent if it beats the parent's
+last-stage score (the parent's scores are kept, never recomputed).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ..errors import UserError
+from .stages import Stage, promoted, score_of
+
+# score_windows(levels, first_window, end_window) -> per-window values of that range
+ScoreWindows = Callable[[tuple, int, int], list]
+
+
+@dataclass(frozen=True)
+class Grid:
+    target: float
+    step: float
+    max_level: int
+    blocks: int
+    hi: float = 0.99
+
+    def __post_init__(self):
+        if not 0 <= self.target < 1:
+            raise UserError(f"sparsity must be in [0, 1), got {self.target}")
+        if not 0 < self.step < 0.5:
+            raise UserError(f"--step must be in (0, 0.5), got {self.step}")
+        if self.max_level < 1 or self.blocks < 2:
+            raise UserError("an allocation search needs --max-shift >= --step and >= 2 blocks")
+
+    def sparsity(self, level: int) -> float:
+        return self.target + self.step * level
+
+    def allowed(self, level: int) -> bool:
+        return abs(level) <= self.max_level and 0.0 <= self.sparsity(level) <= self.hi
+
+    def ratios(self, levels) -> list[float]:
+        return [self.sparsity(lv) for lv in levels]
+
+
+def mutate(levels: tuple, grid: Grid, rng: random.Random, moves: int = 1) -> tuple:
+    """``moves`` times: one level from a random block to another (the sum never changes)."""
+    out = list(levels)
+    for _ in range(moves):
+        for _attempt in range(100):
+            a, b = rng.sample(range(len(out)), 2)
+            if grid.allowed(out[a] + 1) and grid.allowed(out[b] - 1):
+                out[a] += 1
+                out[b] -= 1
+                break
+    return tuple(out)
+
+
+@dataclass
+class Candidate:
+    levels: tuple
+    values: list = field(default_factory=list)  # per-window values scored so far
+    stage_scores: list = field(default_factory=list)  # score after each stage reached
+
+
+def score_stages(cands: list[Candidate], stages: list[Stage], kind: str,
+                 score_windows: ScoreWindows) -> None:
+    """Staged scoring in place: all on stage 1, then the best ``fraction`` on each next stage
+    (only the windows they do not have yet are scored)."""
+    alive = list(cands)
+    for k, st in enumerate(stages):
+        if k:
+            n = promoted(len(cands), st.fraction)
+            alive = sorted(alive, key=lambda c: c.stage_scores[k - 1])[:n]
+        for c in alive:
+            if len(c.values) < st.windows:
+                c.values += list(score_windows(c.levels, len(c.values), st.windows))
+            c.stage_scores.append(score_of(kind, c.values[:st.windows]))
+
+
+def generation(parent: Candidate, grid: Grid, stages: list[Stage], kind: str,
+               score_windows: ScoreWindows, rng: random.Random, offspring: int = 16,
+               max_moves: int = 3) -> tuple[Candidate, dict]:
+    """One (1 + offspring) generation; returns (the new parent, a log record)."""
+    last = len(stages) - 1
+    if len(parent.stage_scores) <= last:  # the first parent is scored on every stage
+        parent.stage_scores = []
+        parent.values = []
+        for st in stages:
+            parent.values += list(score_windows(parent.levels, len(parent.values), st.windows))
+            parent.stage_scores.append(score_of(kind, parent.values[:st.windows]))
+    kids = []
+    for _ in range(offspring):
+        moves = rng.randint(1, max_moves)
+        kids.append(Candidate(mutate(parent.levels, grid, rng, moves)))
+    score_stages(kids, stages, kind, score_windows)
+    finals = [c for c in kids if len(c.stage_scores) > last]
+    best = min(finals, key=lambda c: c.stage_scores[last])
+    improved = best.stage_scores[last] < parent.stage_scores[last]
+    new = best if improved else parent
+    rec = {"parent_score": parent.stage_scores[last], "best_child_score": best.stage_scores[last],
+           "improved": improved, "first_stage_median": _median([c.stage_scores[0] for c in kids]),
+           "score": new.stage_scores[last], "levels": list(new.levels)}
+    return new, rec
+
+
+def _median(xs: list[float]) -> float:
+    s = sorted(xs)
+    n = len(s)
+    return s[n // 2] if n % 2 else 0.5 * (s[n // 2 - 1] + s[n // 2])
+
+
+def check_levels(levels, grid: Grid) -> tuple:
+    """Levels read back from a state file: integers, allowed, summing to zero."""
+    if not isinstance(levels, list) or len(levels) != grid.blocks or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in levels):
+        raise UserError(f"state: expected {grid.blocks} integer levels")
+    if sum(levels) != 0 or not all(grid.allowed(v) for v in levels):
+        raise UserError("state: levels outside the grid or not summing to zero")
+    return tuple(levels)
+
+
+def finite(x: float) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)

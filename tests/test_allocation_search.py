@@ -1,0 +1,120 @@
+import json
+import random
+
+import pytest
+
+from gpsearch.errors import UserError
+from gpsearch.search.allocation_search import (Candidate, Grid, check_levels, generation, mutate,
+                                               score_stages)
+from gpsearch.search.stages import parse_stages
+
+
+def test_mutation_keeps_the_total_and_the_grid():
+    grid = Grid(0.7, 0.02, 5, 12)
+    rng = random.Random(1)
+    levels = tuple([0] * 12)
+    moved = False
+    for _ in range(500):
+        levels = mutate(levels, grid, rng, rng.randint(1, 4))
+        assert sum(levels) == 0  # the total sparsity never changes
+        assert all(abs(v) <= 5 for v in levels)
+        total = sum(grid.ratios(levels)) / 12
+        assert total == pytest.approx(0.7, abs=1e-12)
+        moved |= any(levels)
+    assert moved
+
+
+def test_mutation_respects_the_sparsity_bounds():
+    grid = Grid(0.05, 0.02, 5, 3)  # levels below -2 would be negative sparsity
+    rng = random.Random(0)
+    levels = (0, 0, 0)
+    for _ in range(300):
+        levels = mutate(levels, grid, rng, 2)
+        assert sum(levels) == 0 and all(grid.sparsity(v) >= 0 for v in levels)
+
+
+def test_generation_finds_the_better_allocation():
+    """A synthetic fitness whose optimum is known: block 0 should be pruned less."""
+    grid = Grid(0.5, 0.05, 4, 4)
+    stages = parse_stages("2:1,4:0.5", 1)
+    calls = []
+
+    def score(levels, a, b):
+        calls.append((levels, a, b))
+        cost = (levels[0] + 3) ** 2 + sum(v * v for v in levels[1:]) * 0.1
+        return [float(cost)] * (b - a)
+
+    parent = Candidate(tuple([0] * 4))
+    rng = random.Random(0)
+    first = None
+    for g in range(30):
+        parent, rec = generation(parent, grid, stages, "kl", score, rng, offspring=8)
+        first = first if first is not None else rec["parent_score"]
+        assert sum(parent.levels) == 0
+    assert parent.levels[0] < 0 and parent.stage_scores[-1] < first
+    # later stages only score the windows the earlier ones did not
+    assert all((a, b) in ((0, 2), (2, 4), (0, 4)) for _, a, b in calls)
+
+
+def test_staged_scoring_promotes_only_the_best():
+    stages = parse_stages("1:1,3:0.25", 1)
+    cands = [Candidate((i,)) for i in range(8)]
+    score_stages(cands, stages, "kl", lambda lv, a, b: [float(lv[0])] * (b - a))
+    assert [len(c.stage_scores) for c in cands] == [2, 2] + [1] * 6
+    assert cands[0].values == [0.0, 0.0, 0.0]
+
+
+def test_check_levels():
+    grid = Grid(0.5, 0.1, 2, 3)
+    assert check_levels([1, -1, 0], grid) == (1, -1, 0)
+    for bad in ([1, 0, 0], [3, -3, 0], [1, -1], "x", [1.0, -1, 0]):
+        with pytest.raises(UserError):
+            check_levels(bad, grid)
+
+
+def test_allocate_end_to_end_replays_and_resumes(tokenizer, corpus, tmp_path, one_thread):
+    from gpsearch.allocate_run import AllocateSettings, run_allocate
+    from gpsearch.allocation_file import read_allocation
+    from gpsearch.allocation_run import allocate, parse_spec
+    from gpsearch.config import CalibConfig
+    from gpsearch.evaluator import Evaluator
+    from gpsearch.masks import parse_pattern
+    from tests.conftest import loaded, make_llama
+
+    s = AllocateSettings(tree="wanda", sparsity=0.6, data=corpus, nsamples=4, seqlen=16,
+                         batch_size=2, step=0.05, max_shift=0.2, generations=2, offspring=3,
+                         stages="32:1,64:0.5", test_windows=4, model="tiny")
+    calib = CalibConfig(data=corpus, nsamples=4, seqlen=16, batch_size=2)
+    ev = Evaluator(calib=calib, cache_dir=tmp_path / "cache", lm=loaded(make_llama(), tokenizer))
+    s.cache_dir = str(tmp_path / "cache")
+    res = run_allocate(s, out=str(tmp_path / "run"), evaluator=ev, progress=False,
+                       log=lambda m: None)
+    rd = tmp_path / "run"
+    alloc = read_allocation(rd / "best_allocation.json")
+    assert len(alloc.blocks) == 2 and sum(alloc.blocks) / 2 == pytest.approx(0.6)
+    assert abs(res["rows"]["searched"]["achieved_sparsity"] - 0.6) <= 1e-3
+    assert (rd / "best_allocation.png").is_file()
+    # the file replays: the same per-block sparsities as the search's final evaluation
+    sp = allocate(ev, parse_spec(str(rd / "best_allocation.json")), 0.6,
+                  parse_pattern("unstructured"))
+    from gpsearch.tree import load_tree
+    counts = ev.prune(load_tree("wanda"), sp, parse_pattern("unstructured"))
+    ev.restore()
+    from gpsearch.allocation import per_block
+    assert per_block(counts) == pytest.approx(res["rows"]["searched"]["block_sparsity"])
+    # resume to 3 generations: one more log line; an uninterrupted 3-generation run agrees
+    s.generations = 3
+    res3 = run_allocate(s, resume=str(rd), evaluator=ev, progress=False, log=lambda m: None,
+                        plot=False)
+    assert len((rd / "log.jsonl").read_text().splitlines()) == 3
+    res_full = run_allocate(s, out=str(tmp_path / "full"), evaluator=ev, progress=False,
+                            log=lambda m: None, plot=False)
+    assert res3["levels"] == res_full["levels"]
+    assert "uniform" in res3["rows"] and set(res_full["rows"]) == {"uniform", "searched"}
+    s.test_uniform, s.generations = False, 1
+    one = run_allocate(s, out=str(tmp_path / "one"), evaluator=ev, progress=False,
+                       log=lambda m: None, plot=False)
+    assert set(one["rows"]) == {"searched"}
+    assert json.loads((rd / "state.json").read_text())["generation"] == 3
+    with pytest.raises(UserError, match="not empty"):
+        run_allocate(s, out=str(rd), evaluator=ev, progress=False)
