@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .allocation import Allocation
 from .errors import UserError
+from .jsonfile import read_json
 
 FORMAT = "gpsearch-allocation"
 VERSION = 1
@@ -75,14 +76,7 @@ def parse_allocation(obj, source: str = "allocation") -> Allocation:
 
 def read_allocation(path: str | Path) -> Allocation:
     p = Path(path)
-    if not p.is_file():
-        raise UserError(f"allocation file {p} not found")
-    if p.stat().st_size > MAX_BYTES:
-        raise UserError(f"allocation file {p} is larger than {MAX_BYTES} bytes")
-    try:
-        obj = json.loads(p.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise UserError(f"allocation file {p}: not valid JSON ({str(e).splitlines()[0]})") from None
+    obj = read_json(p, f"allocation file {p}", MAX_BYTES)
     return parse_allocation(obj, f"allocation file {p}")
 
 

@@ -10,10 +10,10 @@ marked and the report says so. Files are read as JSON data only, with a size lim
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from .errors import UserError
+from .jsonfile import read_json
 
 MAX_BYTES = 50_000_000
 EVAL_KEYS = ("data", "split", "seqlen", "max_windows")
@@ -43,12 +43,7 @@ def load_included(paths: list[str], model: str, calib: dict, evaluation: dict,
             path = path / "results.json"
         if not path.is_file():
             raise UserError(f"--include {spec}: no results.json there")
-        if path.stat().st_size > MAX_BYTES:
-            raise UserError(f"--include {path}: larger than {MAX_BYTES} bytes")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError) as e:
-            raise UserError(f"--include {path}: not JSON ({type(e).__name__})") from None
+        data = read_json(path, f"--include {path}", MAX_BYTES)
         listed = data.get("rows") if isinstance(data, dict) else None
         if not isinstance(listed, list) or not all(
                 isinstance(r, dict) and isinstance(r.get("method"), str) for r in listed):
