@@ -56,6 +56,8 @@ run "$PY" scripts/bench_dedup.py "$SEARCH" --samples 50 --out bench/bench_dedup.
 #     the machine was shared, see bench/README.md; 64 is the intended size on an idle machine)
 run "$PY" -m gpsearch.cli robustness bench/default_search/best_tree.json \
   --conditions baseline,G=4,X=4,nsamples=32 --max-windows 8 --out bench/robustness_default
+run "$PY" -m gpsearch.cli robustness bench/default_search/best_tree.json \
+  --conditions baseline,G=4,X=4,nsamples=32 --max-windows 64 --out bench/robustness_default64
 
 # 3. the compare tables (test split, 64 windows, one calibration for every method)
 run "$PY" -m gpsearch.cli compare \
