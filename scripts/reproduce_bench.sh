@@ -72,6 +72,10 @@ run "$PY" -m gpsearch.cli compare \
 # layer-wise allocation at 70% (issue 10): uniform vs OWL with Wanda's tree, dense features
 run "$PY" -m gpsearch.cli compare --methods trees/wanda.json --tree-features dense \
   --sparsity 0.7 --allocation uniform,owl --max-windows 64 --out bench/allocation_owl70
+for L in 0.02 0.05; do
+  run "$PY" -m gpsearch.cli compare --methods trees/wanda.json --tree-features dense --sparsity 0.7 \
+    --allocation owl --owl-lambda "$L" --max-windows 64 --out "bench/allocation_owl70_lambda/l$L"
+done
 
 # a short allocation search at 70% with Wanda's tree (issue 10; 2 generations of 4 offspring)
 run rm -rf bench/allocation_search70
