@@ -69,6 +69,10 @@ run "$PY" -m gpsearch.cli compare \
   --option wanda+lora.lora_max_steps=50 --option shortgpt+lora.lora_max_steps=50 \
   --out bench/compare_seed_systems
 
+# zero-shot accuracy through the recipes (issue 12): wiki_lastword, all 975 examples
+run "$PY" -m gpsearch.cli compare --methods baselines/wanda.yaml,baselines/magnitude.yaml \
+  --eval-zero-shot wiki_lastword --max-windows 64 --out bench/compare_zeroshot
+
 # layer-wise allocation at 70% (issue 10): uniform vs OWL with Wanda's tree, dense features
 run "$PY" -m gpsearch.cli compare --methods trees/wanda.json --tree-features dense \
   --sparsity 0.7 --allocation uniform,owl --max-windows 64 --out bench/allocation_owl70
