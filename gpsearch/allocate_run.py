@@ -57,12 +57,9 @@ def _write_json(path: Path, obj) -> None:
 
 
 def _read_json(path: Path, limit: int = 1 << 22):
-    if not path.is_file() or path.stat().st_size > limit:
-        raise UserError(f"{path}: missing or too large")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except ValueError:
-        raise UserError(f"{path}: not valid JSON") from None
+    from .jsonfile import read_json
+
+    return read_json(path, str(path), limit)
 
 
 def check_settings(s: AllocateSettings):
@@ -140,9 +137,10 @@ def run_allocate(settings: AllocateSettings | None = None, out: str | None = Non
             raise UserError(f"{rd}/state.json: malformed")
         state = st
     rd.mkdir(parents=True, exist_ok=True)
+    version = code_version()  # the code of this session: config, state and best file record it
     if not resume:
         _write_json(rd / "config.json", {"settings": asdict(s), "tree": to_prefix(tree),
-                                         "blocks": blocks, **code_version()})
+                                         "blocks": blocks, **version})
 
     from .features import default_cache_dir
     from .fitness import cached_reference, window_scores
@@ -193,12 +191,12 @@ def run_allocate(settings: AllocateSettings | None = None, out: str | None = Non
         best = Allocation(s.sparsity, grid.ratios(parent.levels), method="search",
                           info={"tree": to_prefix(tree), "fitness": s.fitness, "stages": s.stages,
                                 "score": parent.stage_scores[-1], "generation": g + 1,
-                                "uniform_score": uniform_score, **code_version()})
+                                "uniform_score": uniform_score, **version})
         write_allocation(best, rd / "best_allocation.json")
         _write_json(rd / "state.json", {"generation": g + 1, "levels": list(parent.levels),
                                         "values": parent.values,
                                         "stage_scores": parent.stage_scores,
-                                        "uniform_score": uniform_score})
+                                        "uniform_score": uniform_score, **version})
         bar.set_postfix_str(f"{s.fitness} {parent.stage_scores[-1]:.4f} (uniform "
                             f"{uniform_score:.4f})")
         if s.time_budget is not None and time.perf_counter() - t0 > s.time_budget:

@@ -4,6 +4,7 @@ import random
 import pytest
 
 from gpsearch.errors import UserError
+from gpsearch.provenance import code_version
 from gpsearch.search.allocation_search import (Candidate, Grid, check_levels, generation, mutate,
                                                score_stages)
 from gpsearch.search.stages import parse_stages
@@ -115,6 +116,7 @@ def test_allocate_end_to_end_replays_and_resumes(tokenizer, corpus, tmp_path, on
     one = run_allocate(s, out=str(tmp_path / "one"), evaluator=ev, progress=False,
                        log=lambda m: None, plot=False)
     assert set(one["rows"]) == {"searched"}
-    assert json.loads((rd / "state.json").read_text())["generation"] == 3
+    state = json.loads((rd / "state.json").read_text())
+    assert state["generation"] == 3 and state["commit"] == code_version()["commit"]
     with pytest.raises(UserError, match="not empty"):
         run_allocate(s, out=str(rd), evaluator=ev, progress=False)
