@@ -12,6 +12,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
+# the best tree of the README search (bench/default_search/best.json)
+DEFAULT_BEST="$(python3 -c 'import json; print(json.load(open("bench/default_search/best.json"))["best_tree"])')"
 DRY=0
 case "${1:-}" in
   --dry-run|-n) DRY=1 ;;
@@ -54,14 +56,14 @@ run "$PY" scripts/bench_dedup.py "$SEARCH" --samples 50 --out bench/bench_dedup.
 # 2b. robustness of the default search's best tree vs Wanda's tree (issue 14): terminals
 #     rescaled, 32 calibration samples instead of 128 (test split; measured on 8 windows because
 #     the machine was shared, see bench/README.md; 64 is the intended size on an idle machine)
-run "$PY" -m gpsearch.cli robustness bench/default_search/best_tree.json \
+run "$PY" -m gpsearch.cli robustness "$DEFAULT_BEST" \
   --conditions baseline,G=4,X=4,nsamples=32 --max-windows 8 --out bench/robustness_default
-run "$PY" -m gpsearch.cli robustness bench/default_search/best_tree.json \
+run "$PY" -m gpsearch.cli robustness "$DEFAULT_BEST" \
   --conditions baseline,G=4,X=4,nsamples=32 --max-windows 64 --out bench/robustness_default64
 
 # 3. the compare tables (test split, 64 windows, one calibration for every method)
 run "$PY" -m gpsearch.cli compare \
-  --methods magnitude,wanda,sparsegpt,pruner_zero,gblm,bench/default_search/best_tree.json \
+  --methods magnitude,wanda,sparsegpt,pruner_zero,gblm,$DEFAULT_BEST \
   --pattern unstructured,2:4 --sparsity 0.5 --max-windows 64 --out bench/compare_embedded
 run "$PY" -m gpsearch.cli compare \
   --methods magnitude,wanda,tiers,shortgpt,width-taylor,width-wanda,slimgpt,wanda+lora,shortgpt+lora \
