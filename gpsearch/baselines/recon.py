@@ -61,28 +61,50 @@ def reconstruct_model(evaluator, masks: dict[str, torch.Tensor], percdamp: float
     if missing:
         raise ValueError(f"no mask for {sorted(missing)[:3]}")
     evaluator.restore()
+    rec = _blockwise_reconstruct(evaluator, lambda i, linears, hess, xs: {
+        n: masks[f"{i}.{n}"] for n in linears}, "recon blocks", False, percdamp, solver,
+        max_iter, tol)
+    return {"update": "recon", "percdamp": percdamp, "solver": solver, "max_iter": max_iter,
+            "tol": tol, **rec}
+
+
+def _blockwise_reconstruct(evaluator, block_masks, desc: str, want_x: bool, percdamp: float,
+                           solver: str, max_iter: int, tol: float) -> dict:
+    """The block-sequential flow both entry points share: per block, one pass of its current
+    inputs through the (dense) block accumulates the Hessians (and, with ``want_x``, each
+    linear's InputStats), ``block_masks(i, linears, hess, xs)`` gives {name: mask}, and every
+    linear is replaced by its reconstruction under its mask. Returns seconds and timings."""
+    from ..stats import InputStats
+
     times = {"hessian_s": 0.0, "solve_s": 0.0}
 
     def process(i, block, inputs):
         linears = block_linears(block)
         t0 = time.perf_counter()
         hess = SharedHessians(linears)
-        feed_block(block, inputs, linears, hess.add)
+        xs = {n: InputStats(lin.in_features, device=lin.weight.device)
+              for n, lin in linears.items()} if want_x else {}
+
+        def on_input(b, name, x):
+            hess.add(b, name, x)
+            if want_x:
+                xs[name].add(x)
+
+        feed_block(block, inputs, linears, on_input)
         t1 = time.perf_counter()
+        masks = block_masks(i, linears, hess, xs)
         for name, lin in linears.items():
-            mask = masks[f"{i}.{name}"]
-            _write_back(lin, reconstruct_rows(lin.weight.detach().float(), hess.hessian(name), mask,
-                                              percdamp=percdamp, solver=solver,
-                                              max_iter=max_iter, tol=tol), mask)
+            _write_back(lin, reconstruct_rows(lin.weight.detach().float(), hess.hessian(name),
+                                              masks[name], percdamp=percdamp, solver=solver,
+                                              max_iter=max_iter, tol=tol), masks[name])
         times["hessian_s"] += t1 - t0
         times["solve_s"] += time.perf_counter() - t1
 
     t = time.perf_counter()
     sequential_blocks(evaluator.model, evaluator.features.samples(), evaluator.calib.batch_size,
-                      process, progress=evaluator.progress, desc="recon blocks")
+                      process, progress=evaluator.progress, desc=desc)
     total = time.perf_counter() - t
-    return {"update": "recon", "percdamp": percdamp, "solver": solver, "max_iter": max_iter,
-            "tol": tol, "recon_s": total,
+    return {"recon_s": total,
             "timings": {**times, "forward_s": total - times["hessian_s"] - times["solve_s"]}}
 
 
@@ -121,7 +143,6 @@ def tree_then_reconstruct(evaluator, tree, sparsity: float, pattern, mode: str =
     weight|), then the kept weights are reconstructed under it and the block's outputs feed the
     next block. The statistics of later blocks therefore come from reconstructed blocks."""
     from ..masks import make_mask
-    from ..stats import InputStats
     from ..tree import terminals_used
 
     check_recon_options(percdamp, solver, max_iter, tol)
@@ -133,43 +154,18 @@ def tree_then_reconstruct(evaluator, tree, sparsity: float, pattern, mode: str =
     if mode == "dense":
         evaluator.prepare(tree)
     evaluator.restore()
-    times = {"hessian_s": 0.0, "solve_s": 0.0}
 
-    def process(i, block, inputs):
-        linears = block_linears(block)
-        t0 = time.perf_counter()
-        hess = SharedHessians(linears)
-        xs = {n: InputStats(lin.in_features, device=lin.weight.device)
-              for n, lin in linears.items()} if want_x else {}
-
-        def on_input(b, name, x):
-            hess.add(b, name, x)
-            if want_x:
-                xs[name].add(x)
-
-        feed_block(block, inputs, linears, on_input)
-        t1 = time.perf_counter()
+    def block_masks(i, linears, hess, xs):
         local = None
         if want_x or want_h:
-            local = {"X": {f"{i}.{n}": s.x for n, s in xs.items()}}
+            local = {"X": {f"{i}.{n}": st.x for n, st in xs.items()}}
             if want_h:
                 local["H"] = {f"{i}.{n}": _inverse_hessian_diag(hess.hessian(n)) for n in linears}
-        for name, lin in linears.items():
-            H = hess.hessian(name)
-            mask = make_mask(evaluator.score(tree, f"{i}.{name}", local),
-                             ratio_of(sparsity, f"{i}.{name}"), pattern)
-            _write_back(lin, reconstruct_rows(lin.weight.detach().float(), H, mask,
-                                              percdamp=percdamp, solver=solver,
-                                              max_iter=max_iter, tol=tol), mask)
-        times["hessian_s"] += t1 - t0
-        times["solve_s"] += time.perf_counter() - t1
+        return {n: make_mask(evaluator.score(tree, f"{i}.{n}", local),
+                             ratio_of(sparsity, f"{i}.{n}"), pattern) for n in linears}
 
-    t = time.perf_counter()
-    sequential_blocks(evaluator.model, evaluator.features.samples(), evaluator.calib.batch_size,
-                      process, progress=evaluator.progress, desc="mask+recon blocks")
-    total = time.perf_counter() - t
+    rec = _blockwise_reconstruct(evaluator, block_masks, "mask+recon blocks", want_x, percdamp,
+                                 solver, max_iter, tol)
     return {"features": mode, "recon": {
         "update": "recon", "flow": "one pass: mask and reconstruction per block",
-        "percdamp": percdamp, "solver": solver, "max_iter": max_iter, "tol": tol,
-        "recon_s": total,
-        "timings": {**times, "forward_s": total - times["hessian_s"] - times["solve_s"]}}}
+        "percdamp": percdamp, "solver": solver, "max_iter": max_iter, "tol": tol, **rec}}
