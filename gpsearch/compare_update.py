@@ -133,7 +133,7 @@ def evaluate_with_update(evaluator, tree, sparsity: float, pattern, ev, features
 
     from .baselines.recon import tree_then_reconstruct
     from .baselines.sparsegpt import prune_sparsegpt
-    from .tree import terminals_used, to_prefix
+    from .tree import terminals_used
 
     if update not in UPDATES[1:]:
         raise UserError(f"unknown weight update {update!r}; choose {', '.join(UPDATES)}")
@@ -153,20 +153,7 @@ def evaluate_with_update(evaluator, tree, sparsity: float, pattern, ev, features
     finally:
         if not keep:
             evaluator.restore()
-    zeros, total = sum(z for z, _ in counts.values()), sum(t for _, t in counts.values())
     info.pop("calibration", None)
-    rec = {"model": evaluator.lm.spec, "tree": to_prefix(tree), "sparsity": float(sparsity),
-           "pattern": str(pattern), "scope": pattern.scope, "features": features,
-           "update": update, "update_info": info, "achieved_sparsity": zeros / total,
-           "ppl": ppl["ppl"],
-           "evaluation": {**ev.to_dict(), "windows": ppl["windows"], "tokens": ppl["tokens"]},
-           "calibration": evaluator.calib.to_dict(), "pruned_modules": evaluator.pruned_modules(),
-           "n_pruned_linears": len(counts), "timings": {"prune_s": prune_s, "forward_s": forward_s}}
-    if hasattr(sparsity, "allocation"):
-        from .allocation import per_block
-
-        rec["allocation"] = sparsity.allocation.to_dict()
-        rec["block_sparsity"] = per_block(counts)
-    if per_layer:
-        rec["per_layer"] = {n: z / t for n, (z, t) in counts.items()}
-    return rec
+    rec = evaluator.record(tree, sparsity, pattern, features, counts, ppl, ev,
+                           {"prune_s": prune_s, "forward_s": forward_s}, per_layer)
+    return {**rec, "update": update, "update_info": info}

@@ -217,6 +217,14 @@ class Evaluator:
         finally:
             if not keep:
                 self.restore()
+        return self.record(tree, sparsity, pattern, mode, counts, ppl, ev,
+                           {**self.timings, "forward_s": forward_s}, per_layer)
+
+    def record(self, tree: Node, sparsity: float, pattern: Pattern, mode: str, counts: dict,
+               ppl: dict, ev: EvalConfig, timings: dict, per_layer: bool = False) -> dict:
+        """The record of one pruned evaluation (``evaluate`` and the weight-update flows):
+        tree, pattern, achieved sparsity (and the allocation when there is one), perplexity with
+        its evaluation and calibration, timings."""
         zeros = sum(z for z, _ in counts.values())
         total = sum(t for _, t in counts.values())
         rec = {
@@ -226,7 +234,7 @@ class Evaluator:
             "evaluation": {**ev.to_dict(), "windows": ppl["windows"], "tokens": ppl["tokens"]},
             "calibration": self.calib.to_dict(),
             "pruned_modules": self.pruned_modules(), "n_pruned_linears": len(counts),
-            "timings": {**self.timings, "forward_s": forward_s},
+            "timings": timings,
         }
         if hasattr(sparsity, "allocation"):
             rec["allocation"] = sparsity.allocation.to_dict()
