@@ -109,6 +109,15 @@ def allocate(evaluator, spec: AllocationSpec | None, target: float, pattern, tre
     return Allocated(target, exact_ratios(ratios, shapes, target, pattern.scope), alloc)
 
 
+def scaled(alloc: Allocation, shapes: dict, target: float, scope: str = "row") -> Allocated:
+    """``alloc``'s profile at another total: every requested ratio times target / alloc.target,
+    then made exact at ``target`` (iterative pruning's rounds on the way to the allocation)."""
+    ratios = check_allocation(alloc, shapes)
+    factor = target / alloc.target if alloc.target > 0 else 0.0
+    per = exact_ratios({n: r * factor for n, r in ratios.items()}, shapes, target, scope)
+    return Allocated(target, per, alloc)
+
+
 def plot_next_to(rec: dict, json_path: str | Path | None) -> Path | None:
     """``<json stem>_allocation.png`` next to a result that carries ``block_sparsity``."""
     if not json_path or "block_sparsity" not in rec:

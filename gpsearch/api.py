@@ -108,6 +108,9 @@ class SearchSettings:
     fitness_reduce: str = SEARCH_DEFAULTS["fitness_reduce"]  # mean or max over the conditions
     transfer_model: str | None = SEARCH_DEFAULTS["transfer_model"]  # also in the final report
     robustness: int = SEARCH_DEFAULTS["robustness"]  # summary: robustness of the best N trees
+    allocation: str | None = SEARCH_DEFAULTS["allocation"]  # uniform, owl or FILE.json
+    owl_m: float = SEARCH_DEFAULTS["owl_m"]  # OWL outlier threshold
+    owl_lambda: float = SEARCH_DEFAULTS["owl_lambda"]  # OWL: sparsities within target +- lambda
 
     def changed(self) -> dict:
         """The settings that differ from the defaults (what a resumed run may be given)."""

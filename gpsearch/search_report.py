@@ -51,7 +51,19 @@ def report_on_test(p: Plan, backend, best_expr: str, run_path: Path,
     evaluator = getattr(backend, "evaluator", None)
     if evaluator is not None:
         evaluator.progress = False
-    return run_compare(cfg, evaluator=evaluator, progress=False)["rows"]
+    rows = run_compare(cfg, evaluator=evaluator, progress=False)["rows"]
+    a = p.allocation
+    if a is not None:  # the allocatable methods again, at the search's layer-wise sparsities
+        from .compare_allocation import allocatable
+        from .compare import resolve_specs
+
+        again = [m for m in methods
+                 if all(allocatable(x) for x in resolve_specs(m, "dense"))]
+        cfg = replace(cfg, methods=again, out=str(run_path / "test_report_allocation"),
+                      allocations=[a.path or a.kind], owl_m=a.owl_m, owl_lambda=a.owl_lambda)
+        rows += [r for r in run_compare(cfg, evaluator=evaluator, progress=False)["rows"]
+                 if r.get("method") != "dense"]
+    return rows
 
 
 def robustness_section(p, backend, searcher, best: dict) -> tuple[str, list]:

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import __version__
+from . import __version__, search_steps
 from .errors import UserError
 from .models import EMBEDDED, check_placement
 
@@ -36,9 +36,12 @@ DEFAULTS = {
     # multi-condition fitness (search/conditions.py, workers/multi.py): "" = off
     "fitness_models": "", "fitness_rescale": "", "fitness_seeds": "", "fitness_reduce": "mean",
     "transfer_model": None, "robustness": 3,
+    # layer-wise sparsity (allocation_run): None = every linear at --sparsity
+    "allocation": None, "owl_m": 5.0, "owl_lambda": 0.08,
 }
 # What a run directory written before these settings existed ran with (kept on --resume).
-LEGACY = {"fitness": "ppl", "stages": "none", "topk": 512, "immigrants": 0, "tune": 0}
+LEGACY = {"fitness": "ppl", "stages": "none", "topk": 512, "immigrants": 0, "tune": 0,
+          "allocation": None}
 RUNTIME_ONLY = {"generations", "report", "report_update", "tune", "test_windows", "workers", "ray_address", "eval_timeout",
                 "cache_dir", "device_map", "gpus_per_worker",  # placement: results unchanged
                 "transfer_model", "robustness"}  # final report only
@@ -74,6 +77,7 @@ class Plan:
     calib: object
     ev: object
     conditions: list = dataclasses.field(default_factory=list)  # multi-condition fitness
+    allocation: object = None  # allocation_run.AllocationSpec, None: uniform --sparsity
 
     def save_tree(self, expr: str, path) -> None:
         from .tree import parse_prefix, save_tree
@@ -109,6 +113,7 @@ def plan(settings: dict, saved: dict | None = None) -> Plan:
     if s["topk"] < 1:
         raise UserError(f"--topk must be at least 1 (got {s['topk']})")
     pattern = parse_pattern(s["pattern"], sparsity, s["scope"])
+    allocation = _allocation_spec(s, pattern)
     search = SearchConfig(population=s["population"], offspring=s["offspring"],
                           elite=min(s["elite"], s["population"]), seed=s["seed"],
                           stages=tuple((st.windows, st.fraction) for st in stages),
@@ -140,10 +145,42 @@ def plan(settings: dict, saved: dict | None = None) -> Plan:
     conditions = fitness_conditions(s["fitness_models"], s["fitness_rescale"], s["fitness_seeds"],
                                     s["model"])
     p = Plan(s, space, search, registry, seeds, sparsity, pattern, calib, ev,
-             conditions if len(conditions) > 1 or conditions[0].label() != "baseline" else [])
+             conditions if len(conditions) > 1 or conditions[0].label() != "baseline" else [],
+             allocation)
     build_searcher(p, backend=None)  # seed trees checked against the space now
     _check_resources(s)
     return p
+
+
+def _allocation_spec(s: dict, pattern):
+    from .allocation_run import parse_spec
+
+    spec = parse_spec(s.get("allocation"), s.get("owl_m", 5.0), s.get("owl_lambda", 0.08))
+    if spec is not None and spec.kind != "uniform" and pattern.kind == "nm":
+        raise UserError(f"--allocation {s['allocation']}: pattern {pattern} fixes every "
+                        f"layer's sparsity; a layer-wise allocation needs unstructured")
+    return spec
+
+
+def _allocation_record(spec) -> dict | None:
+    """config.json: the allocation spec, and a file's allocation itself (the run keeps it)."""
+    if spec is None:
+        return None
+    if spec.kind != "file":
+        return spec.to_dict()
+    from .allocation_file import allocation_json, read_allocation
+
+    return {**spec.to_dict(), "file": allocation_json(read_allocation(spec.path))}
+
+
+def allocation_text(p: Plan) -> str:
+    a = p.allocation
+    if a is None:
+        return ""
+    if a.kind == "owl":
+        return (f"; layer-wise sparsity: OWL from each candidate's own scores (M {a.owl_m:g}, "
+                f"lambda {a.owl_lambda:g})")
+    return f"; layer-wise sparsity: {a.path or a.kind}"
 
 
 def fitness_text(p: Plan) -> str:
@@ -152,10 +189,11 @@ def fitness_text(p: Plan) -> str:
         f"KL to the dense model (top-{s['topk']} + tail)"
     if not p.search.stages:
         return (f"{what} on {p.ev.max_windows} windows x {seqlen} tokens, dense features"
-                f"{conditions_text(p)}")
+                f"{conditions_text(p)}{allocation_text(p)}")
     parts = ", ".join(f"{w * seqlen} tokens for {f:.0%}" for w, f in p.search.stages)
     return (f"{what}, dense features, in stages ({parts} of each generation's new candidates); "
-            f"selection on the first stage, hall of fame on the last{conditions_text(p)}")
+            f"selection on the first stage, hall of fame on the last{conditions_text(p)}"
+            f"{allocation_text(p)}")
 
 
 def conditions_text(p: Plan) -> str:
@@ -219,9 +257,16 @@ def build_backend(p: Plan):
                            features=tuple(kinds), eval_timeout=s.get("eval_timeout"),
                            fitness=s["fitness"], topk=s["topk"], device_map=s.get("device_map"),
                            gpus_per_worker=(1 if s.get("gpus_per_worker") is None else s["gpus_per_worker"]),
-                           conditions=p.conditions, reduce=s["fitness_reduce"])
+                           conditions=p.conditions, reduce=s["fitness_reduce"],
+                           allocation=p.allocation.to_dict() if p.allocation else None)
     for b in getattr(backend, "backends", [backend]):
         if hasattr(b, "evaluator"):
+            if p.allocation is not None and p.allocation.kind != "owl":
+                try:  # a file that does not fit the model: one line, before the run directory
+                    b.sparsity_for(None)
+                except BaseException:
+                    backend.close()
+                    raise
             b.evaluator.progress = False  # no perplexity bar per candidate
             have = b.evaluator.windows(p.ev).shape[0]
             if have < p.ev.max_windows:
@@ -239,6 +284,7 @@ def run_config(p: Plan) -> dict:
     return {"settings": p.settings, "search": p.search.to_dict(), "space": p.space.to_dict(),
             "seed_exprs": p.seeds, "calibration": p.calib.to_dict(),
             "conditions": [c.to_dict() for c in p.conditions],
+            "allocation": _allocation_record(p.allocation),
             "evaluation": p.ev.to_dict(), "fitness": fitness_text(p),
             "gpsearch_version": __version__, **code_version(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
@@ -286,11 +332,11 @@ def run_search(given: dict | None = None, out: str | None = None, resume: str | 
             run_dir.truncate_log(searcher.generation)
             print(f"resuming after generation {searcher.generation}")
         run_dir.attach(searcher)
-        _run_with_progress(searcher, settings["generations"])
+        search_steps.run_with_progress(searcher, settings["generations"])
         best = searcher.best()
         if best is None:
             raise UserError("no tree could be evaluated: see the errors in log.jsonl")
-        tuned = tune_best(searcher, settings["tune"]) if settings["tune"] else None
+        tuned = search_steps.tune_best(searcher, settings["tune"]) if settings["tune"] else None
         if tuned:
             run_dir.write_json("tuning.json", tuned)
             if tuned["winner"]:
@@ -306,91 +352,9 @@ def run_search(given: dict | None = None, out: str | None = None, resume: str | 
         backend.close()
     transfer_md, _ = transfer_report(p, best["expr"], run_dir.path)
     text = summary_text({**run_dir.config(), "settings": settings}, searcher, rows,
-                        _sympy_form(best["expr"], p.registry), time.perf_counter() - t0,
+                        search_steps.sympy_form(best["expr"], p.registry), time.perf_counter() - t0,
                         best=best, tuning=tuned)
     text += "".join("\n" + md for md in (robust_md, transfer_md) if md)
     run_dir.write_summary(text)
     print(text)
     return {"run_dir": str(run_dir.path), "best": best, "rows": rows, "summary": text}
-
-
-def tune_best(searcher, n: int) -> dict | None:
-    """Constant tuning (``search.tune``) of the ``n`` best hall-of-fame trees that have
-    constants, on the first stage; each tuned tree is then scored on every stage. Returns the
-    record written to tuning.json; ``winner`` is a tuned tree better than the hall's best on the
-    last stage (else None)."""
-    from .search.stages import score_of
-    from .search.tune import constant_slots, tune_constants
-
-    stages = searcher.cfg.stages
-    trees = [h for h in searcher.hof if constant_slots(h["expr"])][:max(n, 0)]
-    if not stages or not trees:
-        return None
-    kind = searcher.cfg.fitness
-
-    def first_stage(exprs):
-        return [r.fitness if r.ok else float("inf")
-                for r in searcher._run_backend(exprs, (0, stages[0][0]))]
-
-    out, best = {"trees": [], "winner": None}, searcher.best()
-    for h in trees:
-        t = tune_constants(h["expr"], first_stage)
-        entry = {"from": h["expr"], "from_final": h["fitness"], **t}
-        if t["expr"] != h["expr"]:
-            res = searcher._run_backend([t["expr"]], (0, stages[-1][0]))[0]
-            if res.ok:
-                values = res.extra["nll" if kind == "ppl" else "kl"]
-                entry["final"] = min(score_of(kind, values), 1e5)
-                entry["final_ppl"] = min(score_of("ppl", res.extra["nll"]), 1e5)
-                if entry["final"] < (out["winner"] or best)["fitness"]:
-                    out["winner"] = {"key": t["expr"], "expr": t["expr"], "fitness": entry["final"],
-                                     "ppl": entry["final_ppl"], "size": None, "gen": "tuned",
-                                     "windows": stages[-1][0]}
-        out["trees"].append(entry)
-    return out
-
-
-def _sympy_form(expr: str, registry) -> str:
-    """The tree as plain sympy text (construction only: simplify() has no time limit)."""
-    from .tree import parse_prefix, sympy_expr
-
-    try:
-        return str(sympy_expr(parse_prefix(expr, registry), registry))
-    except Exception:  # noqa: BLE001 - cosmetic only
-        return expr
-
-
-def _run_with_progress(searcher, generations: int) -> None:
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=generations + 1, initial=searcher.generation + 1, desc="search", unit="gen")
-    live = {"evals": searcher.counters["evaluated"], "hits": 0}
-
-    def on_eval(record):
-        live["evals"] += record["hit"] is None
-        live["hits"] += record["hit"] in ("key", "fingerprint")
-        bar.set_postfix_str(f"evals {live['evals']} hits {live['hits']}", refresh=True)
-
-    def on_gen(s, stats, seconds):
-        bar.update(1)
-        hall = s.best()
-        bar.set_postfix_str(f"best {stats['best']:.4g} median {stats['median']:.4g} evals "
-                            f"{s.counters['evaluated']} hits {s.counters['key_hits']}+"
-                            f"{s.counters['fp_hits']} ({100 * stats['hit_rate']:.0f}%) masks "
-                            f"{stats['distinct_masks']} top {100 * stats['top_root_share']:.0f}%")
-        bar.write(f"gen {stats['gen']}: selection best {stats['best']:.4g} {stats['best_expr']} | "
-                  f"hall best {hall['fitness']:.4g} {hall['expr']} ({seconds:.0f} s, "
-                  f"{stats['evaluated']} evaluated, {stats['distinct_masks']} masks, "
-                  f"{stats['top_root']} {100 * stats['top_root_share']:.0f}%)" if hall else
-                  f"gen {stats['gen']}: no tree evaluated yet")
-
-    def on_progress(gen, what):
-        bar.set_postfix_str(f"gen {gen}: {what}", refresh=True)
-
-    searcher.on_evaluation.append(on_eval)
-    searcher.on_generation.append(on_gen)
-    searcher.on_progress.append(on_progress)
-    try:
-        searcher.run_until(generations)
-    finally:
-        bar.close()

@@ -107,3 +107,42 @@ def test_cli_end_to_end(tokenizer, corpus, tmp_path, capsys):
     assert [round(h["target_sparsity"], 6) for h in state["history"]] == [0.2, 0.3]
     assert "final PPL" in capsys.readouterr().out
     assert main(["iterative", "--resume", str(run_dir)]) == 0  # finished: prints the summary again
+
+
+def test_rounds_follow_an_allocation_scaled_to_each_round(tokenizer, corpus, tmp_path):
+    from gpsearch.allocation import Allocation
+    from gpsearch.allocation_file import write_allocation
+
+    path = write_allocation(Allocation(0.45, [0.25, 0.65], method="test"), tmp_path / "a.json")
+    cfg = _cfg(corpus, metric="magnitude", allocation=str(path))
+    ev = _evaluator(cfg, tokenizer, tmp_path)
+    quiet = dict(progress=False, log=lambda s: None)
+    run_iterative(cfg, save_dir=tmp_path / "run", evaluator=ev, max_rounds=1, **quiet)
+    first = {n: lin.weight == 0 for n, lin in ev.linears.items()}
+    state = run_iterative(resume=tmp_path / "run", evaluator=ev, **quiet)
+    h = state["history"]
+    assert len(h) == 3 and state["finished"]
+    for r in h:  # the profile 0.25 : 0.65, scaled so the total is the round's target, exactly
+        f = r["target_sparsity"] / 0.45
+        assert abs(r["sparsity"] - r["target_sparsity"]) <= 1e-3
+        assert r["block_sparsity"] == pytest.approx([0.25 * f, 0.65 * f], abs=0.02)
+    for name, lin in ev.linears.items():
+        assert bool((lin.weight[first[name]] == 0).all()), name  # zeros stay pruned
+    saved = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert saved["allocation"]["blocks"] == [0.25, 0.65] and saved["config"]["allocation"] == str(path)
+
+
+def test_owl_allocation_is_decided_once_on_the_dense_model(tokenizer, corpus, tmp_path):
+    from gpsearch.allocation_run import owl_allocation
+    from gpsearch.tree import load_tree
+
+    cfg = _cfg(corpus, allocation="owl", owl_m=1.5, owl_lambda=0.1)
+    ev = _evaluator(cfg, tokenizer, tmp_path)
+    want = owl_allocation(ev, load_tree("wanda"), 0.45, 1.5, 0.1).blocks  # dense scores
+    quiet = dict(progress=False, log=lambda s: None)
+    run_iterative(cfg, save_dir=tmp_path / "run", evaluator=ev, max_rounds=1, **quiet)
+    state = run_iterative(resume=tmp_path / "run", evaluator=ev, **quiet)
+    assert state["allocation"]["blocks"] == pytest.approx(want)
+    assert state["history"][-1]["block_sparsity"] == pytest.approx(want, abs=0.02)
+    with pytest.raises(UserError, match="allocation"):
+        _cfg(corpus, allocation=str(tmp_path / "missing.json"))

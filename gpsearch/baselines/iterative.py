@@ -28,6 +28,7 @@ from typing import Callable
 import torch
 from safetensors.torch import load_model, save_model
 
+from ..allocation import per_block, ratio_of
 from ..config import CalibConfig, EvalConfig
 from ..errors import UserError
 from ..features import collect_gradients, collect_input_stats
@@ -64,9 +65,16 @@ class IterativeConfig:
     max_windows: int | None = None
     dtype: str = "float32"
     device: str = "cpu"
+    allocation: str | None = None  # layer-wise sparsity: uniform, owl or an allocation FILE.json
+    owl_m: float = 5.0
+    owl_lambda: float = 0.08
 
     def __post_init__(self):
         check_sparsity(self.target_sparsity)
+        if self.allocation is not None:
+            from ..allocation_run import parse_spec
+
+            parse_spec(self.allocation, self.owl_m, self.owl_lambda)  # a bad file: one line
         if self.schedule not in SCHEDULES:
             raise UserError(f"unknown schedule {self.schedule!r}; choose geometric or cubic")
         if not 0 < self.prune_fraction < 1:
@@ -141,8 +149,34 @@ def current_scores(evaluator, tree, fresh: bool) -> dict[str, torch.Tensor]:
 
 @torch.no_grad()
 def prune_to(evaluator, scores: dict[str, torch.Tensor], sparsity: float, pattern) -> None:
+    """``sparsity``: a float, or an ``allocation.Allocated`` (a ratio per linear)."""
     for name, lin in evaluator.linears.items():
-        lin.weight.masked_fill_(make_mask(scores[name], sparsity, pattern), 0.0)
+        lin.weight.masked_fill_(make_mask(scores[name], ratio_of(sparsity, name), pattern), 0.0)
+
+
+def run_allocation(evaluator, cfg: IterativeConfig, tree, pattern, state: dict):
+    """The run's allocation at the final target (None: uniform rounds): decided once on the
+    DENSE model (OWL reads the tree's dense scores) and kept in run.json, so a resumed run
+    follows the same one."""
+    from ..allocation_file import allocation_json, parse_allocation
+    from ..allocation_run import allocate, parse_spec
+
+    if cfg.allocation is None:
+        return None
+    if "allocation" not in state:
+        spec = parse_spec(cfg.allocation, cfg.owl_m, cfg.owl_lambda)
+        alloc = allocate(evaluator, spec, cfg.target_sparsity, pattern, tree).allocation
+        state["allocation"] = allocation_json(alloc)
+    return parse_allocation(state["allocation"], "run.json allocation")
+
+
+def round_sparsity(evaluator, alloc, target: float, scope: str):
+    """A round's sparsity: ``target`` itself, or the allocation's profile scaled to it."""
+    if alloc is None:
+        return target
+    from ..allocation_run import scaled
+
+    return scaled(alloc, evaluator.shapes(), target, scope)
 
 
 def sparsity_of(evaluator) -> float:
@@ -213,14 +247,20 @@ def run_iterative(config: IterativeConfig | dict | None = None, save_dir: str | 
                  "evaluation": ev.to_dict(), "targets": targets, "history": [],
                  "dense_ppl": evaluator.perplexity(ev)["ppl"], "finished": False}
         log(f"dense perplexity ({ev.data} {ev.split}, seqlen {ev.seqlen}): {state['dense_ppl']:.3f}")
+        alloc = run_allocation(evaluator, cfg, tree, pattern, state)
+        if alloc is not None:
+            log(f"allocation {alloc.method}: final block sparsities "
+                f"{' '.join(f'{b:.3f}' for b in alloc.blocks)}")
     elif state.get("weights"):
         load_model(evaluator.model, str(run_dir / state["weights"]))
         log(f"resumed {run_dir} after round {len(state['history'])}")
+    alloc = run_allocation(evaluator, cfg, tree, pattern, state)
     tuner = Finetuner(evaluator.lm.tokenizer, cfg.finetune(), progress=progress)
     done_now = 0
     while len(state["history"]) < len(targets) and (max_rounds is None or done_now < max_rounds):
         r = len(state["history"]) + 1
-        rec = _round(evaluator, tree, pattern, targets[r - 1], r, cfg, ev, tuner)
+        sparsity = round_sparsity(evaluator, alloc, targets[r - 1], cfg.scope)
+        rec = _round(evaluator, tree, pattern, sparsity, r, cfg, ev, tuner)
         state["history"].append(rec)
         state["finished"] = len(state["history"]) == len(targets)
         _save(run_dir, state, evaluator.model)
@@ -246,11 +286,14 @@ def _round(evaluator, tree, pattern, target, r, cfg, ev, tuner) -> dict:
     t3 = time.perf_counter()
     trained = evaluator.perplexity(ev)["ppl"]
     recovery = pruned - trained
-    return {"round": r, "target_sparsity": target, "sparsity": sparsity_of(evaluator),
+    out = {"round": r, "target_sparsity": float(target), "sparsity": sparsity_of(evaluator),
             "ppl_pruned": pruned, "ppl_trained": trained, "recovery": recovery,
             "recovery_pct": 100.0 * recovery / pruned if math.isfinite(pruned) and pruned else 0.0,
             "train": train, "prune_s": t1 - t0, "train_s": t3 - t2,
             "eval_s": (t2 - t1) + (time.perf_counter() - t3)}
+    if hasattr(target, "allocation"):
+        out["block_sparsity"] = per_block(evaluator.layer_counts())
+    return out
 
 
 def summary(state: dict, run_dir: Path) -> dict:

@@ -41,6 +41,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-windows", type=int, default=None, help="evaluate on at most N windows")
     p.add_argument("--dtype", default="float32")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--allocation", default=None,
+                   help="layer-wise sparsity: uniform, owl (from the metric's dense scores) or an "
+                        "allocation FILE.json for --target-sparsity; every round follows its "
+                        "profile scaled to the round's sparsity (default: none, every linear alike)")
+    p.add_argument("--owl-m", type=float, default=5.0, help="OWL outlier threshold (default 5)")
+    p.add_argument("--owl-lambda", type=float, default=0.08,
+                   help="OWL: block sparsities within the target +- lambda (default 0.08)")
     p.add_argument("--save", default=None,
                    help="run directory (state after every round; default runs/iterative_<time>)")
     p.add_argument("--resume", default=None,
@@ -56,7 +63,8 @@ def config_from(args) -> IterativeConfig:
         scope=args.scope, data=args.data, nsamples=args.nsamples, seqlen=args.seqlen,
         calib_seed=args.calib_seed, calib_batch_size=args.calib_batch_size,
         eval_split=args.eval_split, max_windows=args.max_windows, dtype=args.dtype,
-        device=args.device)
+        device=args.device, allocation=args.allocation, owl_m=args.owl_m,
+        owl_lambda=args.owl_lambda)
 
 
 def run(args) -> int:

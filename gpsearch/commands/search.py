@@ -73,6 +73,11 @@ OPTS = {  # option -> (type, help)
                             "window)"),
     "transfer_model": (str, "the final test report also prunes this model with the best tree, "
                             "Wanda's tree and the hand-made trees (transfer)"),
+    "allocation": (str, "layer-wise sparsity: uniform, owl (from each candidate's own scores) or "
+                        "an allocation FILE.json (e.g. from gpsearch allocate); none = every "
+                        "linear at --sparsity"),
+    "owl_m": (float, "OWL outlier threshold, a multiple of a block's mean score"),
+    "owl_lambda": (float, "OWL: block sparsities within the target +- lambda"),
     "robustness": (int, "summary: robustness (terminals x 0.25 and x 4) of this many best "
                         "trees on the first-stage windows; 0 = off"),
 }

@@ -16,14 +16,16 @@ from .result import EvalResult
 def worker_spec(model: str, calib, ev, sparsity: float, pattern: str = "unstructured",
                 scope: str = "row", mode: str = "dense", dtype: str = "float32",
                 device: str = "cpu", cache_dir=None, fitness: str = "ppl", topk: int = 512,
-                device_map: str | None = None, rescale: dict | None = None) -> dict:
+                device_map: str | None = None, rescale: dict | None = None,
+                allocation: dict | None = None) -> dict:
     """The plain data every worker builds its Evaluator from (configs as dicts, paths as str)."""
     as_dict = lambda c: c if isinstance(c, dict) else c.to_dict()  # noqa: E731
     return {"model": str(model), "calib": as_dict(calib), "ev": as_dict(ev),
             "sparsity": float(sparsity), "pattern": str(pattern), "scope": scope, "mode": mode,
             "dtype": dtype, "device": device, "cache_dir": str(cache_dir) if cache_dir else None,
             "fitness": fitness, "topk": int(topk), "device_map": device_map,
-            "rescale": {str(k): float(v) for k, v in (rescale or {}).items()}}
+            "rescale": {str(k): float(v) for k, v in (rescale or {}).items()},
+            "allocation": dict(allocation) if allocation else None}
 
 
 class EvalWorker:
@@ -48,7 +50,8 @@ class EvalWorker:
         self.backend = SerialBackend(self.evaluator, spec["sparsity"], pattern, ev, spec["mode"],
                                      fitness=spec.get("fitness", "ppl"),
                                      topk=spec.get("topk", 512),
-                                     rescale=spec.get("rescale"))
+                                     rescale=spec.get("rescale"),
+                                     allocation=spec.get("allocation"))
         self.evaluator.windows(ev)  # tokenise the validation windows once, up front
 
     def prepare(self, kinds: list[str]) -> dict:

@@ -21,7 +21,7 @@ def make_backend(workers: int = 0, address: str | None = None, *, model: str = E
                  fitness: str = "ppl", topk: int = 512, worker_cls: type | None = None,
                  device_map: str | None = None, gpus_per_worker: int = 1,
                  conditions: list | None = None, reduce: str = "mean",
-                 rescale: dict | None = None):
+                 rescale: dict | None = None, allocation: dict | None = None):
     """A backend with ``evaluate_many(exprs) -> list[EvalResult]``, ``evaluate_one`` and ``close``.
 
     workers, address: ``workers`` in (0, 1) with no ``address`` -> ``SerialBackend`` in this
@@ -44,6 +44,8 @@ def make_backend(workers: int = 0, address: str | None = None, *, model: str = E
         died; "auto" | "gpu" | "cpu" actor placement. The serial backend cannot interrupt an
         evaluation and ignores ``eval_timeout``.
     rescale: terminal -> factor applied before every tree is evaluated (one condition).
+    allocation: an ``allocation_run.AllocationSpec`` as a dict (None: every linear at
+        ``sparsity``): each candidate is pruned at its layer-wise sparsities.
     evaluator: serial only, an already built ``Evaluator`` to reuse (tests, notebooks).
     fitness, topk: "ppl" or "kl" (to the dense model, top-``topk`` reference; see ``fitness``).
     worker_cls: Ray only, the actor class (default ``actor.EvalWorker``; tests inject faults
@@ -63,7 +65,8 @@ def make_backend(workers: int = 0, address: str | None = None, *, model: str = E
             mode=mode, dtype=dtype, device=device, cache_dir=cache_dir, progress=progress,
             features=features, eval_timeout=eval_timeout, max_retries=max_retries,
             resources=resources, fitness=fitness, topk=topk, worker_cls=worker_cls,
-            device_map=device_map, gpus_per_worker=gpus_per_worker), evaluator)
+            device_map=device_map, gpus_per_worker=gpus_per_worker, allocation=allocation),
+            evaluator)
     if workers < 0:
         raise UserError(f"--workers must be 0 or more (got {workers})")
     calib = CalibConfig.from_dict(calib) if isinstance(calib, dict) else (calib or CalibConfig())
@@ -83,14 +86,14 @@ def make_backend(workers: int = 0, address: str | None = None, *, model: str = E
         for kind in features:
             evaluator.features.get(kind)
         return SerialBackend(evaluator, sparsity, pat, ev, mode, fitness=fitness, topk=topk,
-                             rescale=rescale)
+                             rescale=rescale, allocation=allocation)
     from .ray_backend import RayBackend
 
     return RayBackend(model, calib, ev, sparsity, pattern, scope, mode, dtype, device, cache_dir,
                       workers=max(workers, 1), address=address, eval_timeout=eval_timeout,
                       max_retries=max_retries, resources=resources, features=tuple(features),
                       fitness=fitness, topk=topk, gpus_per_worker=gpus_per_worker,
-                      device_map=device_map, rescale=rescale,
+                      device_map=device_map, rescale=rescale, allocation=allocation,
                       **({"worker_cls": worker_cls} if worker_cls else {}))
 
 
@@ -128,7 +131,8 @@ def _multi_backend(workers, address, conditions, reduce, kw: dict, evaluator=Non
                     max_retries=kw["max_retries"], resources=kw["resources"],
                     features=tuple(kw["features"]), fitness=kw["fitness"], topk=kw["topk"],
                     gpus_per_worker=kw["gpus_per_worker"], device_map=kw["device_map"],
-                    rescale=c.factors, placement_workers=per * len(conditions), **extra))
+                    rescale=c.factors, placement_workers=per * len(conditions),
+                    allocation=kw["allocation"], **extra))
                 labels.append(c.label())
             return MultiConditionBackend(backends, labels, kw["fitness"], reduce, parallel=True)
         from ..evaluator import Evaluator
@@ -150,7 +154,8 @@ def _multi_backend(workers, address, conditions, reduce, kw: dict, evaluator=Non
             fc = _condition_calib(calib, c)
             b = SerialBackend(evaluators[model], kw["sparsity"], pat, ev, kw["mode"],
                               fitness=kw["fitness"], topk=kw["topk"], rescale=c.factors,
-                              feature_calib=fc if fc != calib else None)
+                              feature_calib=fc if fc != calib else None,
+                              allocation=kw["allocation"])
             b.prepare(kw["features"])
             backends.append(b)
             labels.append(c.label())

@@ -61,7 +61,8 @@ class RayBackend:
                  features: tuple[str, ...] = ("X", "G"), startup_timeout: float = 1800.0,
                  fitness: str = "ppl", topk: int = 512, gpus_per_worker: int = 1,
                  device_map: str | None = None, worker_cls: type = EvalWorker,
-                 rescale: dict | None = None, placement_workers: int | None = None):
+                 rescale: dict | None = None, placement_workers: int | None = None,
+                 allocation: dict | None = None):
         if workers < 1:
             raise UserError(f"the Ray backend needs at least one worker (got {workers})")
         if resources not in RESOURCES:
@@ -83,7 +84,7 @@ class RayBackend:
             device_map = "auto"  # one model over the actor's k GPUs (Ray sets CUDA_VISIBLE_DEVICES)
         self._spec = worker_spec(model, calib, ev, sparsity, pattern, scope, mode, dtype, device,
                                  cache_dir, fitness=fitness, topk=topk, device_map=device_map,
-                                 rescale=rescale)
+                                 rescale=rescale, allocation=allocation)
         self._cls, self._opts, self._threads = ray.remote(worker_cls), opts, threads
         self._features = list(features)
         self.placement = {"workers": workers, "threads": threads, "device": device, **opts}

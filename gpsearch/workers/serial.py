@@ -6,6 +6,9 @@
 - ``evaluate_many(exprs, windows=None)``: prune, score the validation windows ``[a, b)`` (all
   when None), restore. ``extra["nll"]`` / ``extra["kl"]`` hold the per-window values, so a staged
   search can add windows later; ``fitness`` is the score over the windows scored in this call.
+- ``allocation`` (an ``AllocationSpec`` as a dict: uniform, owl or a file): every linear is
+  pruned at its allocated ratio; uniform and file allocations are resolved once, OWL's from each
+  candidate's own scores (the allocation then is a function of the tree).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ class SerialBackend:
     def __init__(self, evaluator, sparsity: float, pattern: Pattern, ev: EvalConfig,
                  mode: str = "dense", fitness: str = "ppl", topk: int = 512,
                  mask_cache_bytes: int = 512 << 20, rescale: dict | None = None,
-                 feature_calib=None):
+                 feature_calib=None, allocation: dict | None = None):
         from ..maskcache import MaskCache
 
         if fitness not in ("ppl", "kl"):
@@ -42,6 +45,22 @@ class SerialBackend:
         # is evaluated, and/or the features of another calibration config (same resident model)
         self.rescale, self.feature_calib = dict(rescale or {}), feature_calib
         self._dense_nll = None
+        self.allocation = _spec(allocation)
+        self._fixed_allocation = None
+
+    def sparsity_for(self, tree):
+        """The sparsity to prune ``tree`` at: the float, or an ``Allocated`` (see module doc)."""
+        if self.allocation is None:
+            return self.sparsity
+        from ..allocation_run import allocate
+
+        if self.allocation.kind == "owl":
+            with self.condition():
+                return allocate(self.evaluator, self.allocation, self.sparsity, self.pattern, tree)
+        if self._fixed_allocation is None:
+            self._fixed_allocation = allocate(self.evaluator, self.allocation, self.sparsity,
+                                              self.pattern)
+        return self._fixed_allocation
 
     def condition(self):
         return self.evaluator.condition(self.rescale, self.feature_calib)
@@ -68,9 +87,10 @@ class SerialBackend:
         if self.mode != "dense":
             return None
         try:
+            tree = parse_prefix(expr, _registry())
+            sparsity = self.sparsity_for(tree)
             with self.condition():
-                masks = self.evaluator.compute_masks(parse_prefix(expr, _registry()),
-                                                     self.sparsity, self.pattern)
+                masks = self.evaluator.compute_masks(tree, sparsity, self.pattern)
         except TreeError as e:
             return f"invalid: {e}"
         except NUMERIC as e:
@@ -119,8 +139,9 @@ class SerialBackend:
                     dev = next(iter(ev.linears.values())).weight.device
                     counts = ev.apply_masks({n: unpack(*packed[n], device=dev) for n in packed})
                 else:
+                    sparsity = self.sparsity_for(tree)
                     with self.condition():
-                        counts = ev.prune(tree, self.sparsity, self.pattern, self.mode)
+                        counts = ev.prune(tree, sparsity, self.pattern, self.mode)
                 prune_timings = dict(ev.timings)
                 t1 = time.perf_counter()
                 scores = window_scores(ev.model, all_windows[a:b], self.ev.batch_size, ref, a)
@@ -151,6 +172,15 @@ class SerialBackend:
 
     def close(self) -> None:
         pass
+
+
+def _spec(d: dict | None):
+    if not d:
+        return None
+    from ..allocation_run import AllocationSpec
+
+    return AllocationSpec(d["kind"], d.get("path"), float(d.get("owl_m", 5.0)),
+                          float(d.get("owl_lambda", 0.08)))
 
 
 def _tensor(values):

@@ -1,0 +1,86 @@
+"""Steps of a search run after its plan (``search_run``): the generations under a progress bar,
+constant tuning of the best trees, the best tree as plain sympy text."""
+
+from __future__ import annotations
+
+
+def tune_best(searcher, n: int) -> dict | None:
+    """Constant tuning (``search.tune``) of the ``n`` best hall-of-fame trees that have
+    constants, on the first stage; each tuned tree is then scored on every stage. Returns the
+    record written to tuning.json; ``winner`` is a tuned tree better than the hall's best on the
+    last stage (else None)."""
+    from .search.stages import score_of
+    from .search.tune import constant_slots, tune_constants
+
+    stages = searcher.cfg.stages
+    trees = [h for h in searcher.hof if constant_slots(h["expr"])][:max(n, 0)]
+    if not stages or not trees:
+        return None
+    kind = searcher.cfg.fitness
+
+    def first_stage(exprs):
+        return [r.fitness if r.ok else float("inf")
+                for r in searcher._run_backend(exprs, (0, stages[0][0]))]
+
+    out, best = {"trees": [], "winner": None}, searcher.best()
+    for h in trees:
+        t = tune_constants(h["expr"], first_stage)
+        entry = {"from": h["expr"], "from_final": h["fitness"], **t}
+        if t["expr"] != h["expr"]:
+            res = searcher._run_backend([t["expr"]], (0, stages[-1][0]))[0]
+            if res.ok:
+                values = res.extra["nll" if kind == "ppl" else "kl"]
+                entry["final"] = min(score_of(kind, values), 1e5)
+                entry["final_ppl"] = min(score_of("ppl", res.extra["nll"]), 1e5)
+                if entry["final"] < (out["winner"] or best)["fitness"]:
+                    out["winner"] = {"key": t["expr"], "expr": t["expr"], "fitness": entry["final"],
+                                     "ppl": entry["final_ppl"], "size": None, "gen": "tuned",
+                                     "windows": stages[-1][0]}
+        out["trees"].append(entry)
+    return out
+
+
+def sympy_form(expr: str, registry) -> str:
+    """The tree as plain sympy text (construction only: simplify() has no time limit)."""
+    from .tree import parse_prefix, sympy_expr
+
+    try:
+        return str(sympy_expr(parse_prefix(expr, registry), registry))
+    except Exception:  # noqa: BLE001 - cosmetic only
+        return expr
+
+
+def run_with_progress(searcher, generations: int) -> None:
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=generations + 1, initial=searcher.generation + 1, desc="search", unit="gen")
+    live = {"evals": searcher.counters["evaluated"], "hits": 0}
+
+    def on_eval(record):
+        live["evals"] += record["hit"] is None
+        live["hits"] += record["hit"] in ("key", "fingerprint")
+        bar.set_postfix_str(f"evals {live['evals']} hits {live['hits']}", refresh=True)
+
+    def on_gen(s, stats, seconds):
+        bar.update(1)
+        hall = s.best()
+        bar.set_postfix_str(f"best {stats['best']:.4g} median {stats['median']:.4g} evals "
+                            f"{s.counters['evaluated']} hits {s.counters['key_hits']}+"
+                            f"{s.counters['fp_hits']} ({100 * stats['hit_rate']:.0f}%) masks "
+                            f"{stats['distinct_masks']} top {100 * stats['top_root_share']:.0f}%")
+        bar.write(f"gen {stats['gen']}: selection best {stats['best']:.4g} {stats['best_expr']} | "
+                  f"hall best {hall['fitness']:.4g} {hall['expr']} ({seconds:.0f} s, "
+                  f"{stats['evaluated']} evaluated, {stats['distinct_masks']} masks, "
+                  f"{stats['top_root']} {100 * stats['top_root_share']:.0f}%)" if hall else
+                  f"gen {stats['gen']}: no tree evaluated yet")
+
+    def on_progress(gen, what):
+        bar.set_postfix_str(f"gen {gen}: {what}", refresh=True)
+
+    searcher.on_evaluation.append(on_eval)
+    searcher.on_generation.append(on_gen)
+    searcher.on_progress.append(on_progress)
+    try:
+        searcher.run_until(generations)
+    finally:
+        bar.close()
