@@ -42,3 +42,26 @@ def test_worker_has_no_fault_hook_and_the_test_subclass_does(tmp_path, monkeypat
         raised = str(e)
     assert raised == "test fault raised for mul(W, sqrt(X))"
     assert faulty.evaluate("W").ok  # other trees are untouched
+
+
+def test_worker_follows_the_allocation_like_the_serial_backend(tmp_path):
+    from gpsearch.allocation_run import AllocationSpec
+
+    make_llama().save_pretrained(tmp_path / "model")
+    make_tokenizer().save_pretrained(tmp_path / "model")
+    corpus = write_corpus(tmp_path / "corpus.txt")
+    calib = CalibConfig(data=corpus, nsamples=4, seqlen=16, batch_size=2)
+    ev = EvalConfig(data=corpus, split="validation", seqlen=16, max_windows=2)
+    owl = AllocationSpec("owl", None, owl_m=1.5, owl_lambda=0.2).to_dict()
+    spec = worker_spec(str(tmp_path / "model"), calib, ev, 0.5, cache_dir=str(tmp_path / "c"),
+                       allocation=owl)
+    assert json.loads(json.dumps(spec)) == spec  # plain data for Ray
+    worker = EvalWorker(spec)
+    worker.prepare(["X"])
+    got = worker.evaluate("mul(W, sqrt(X))")
+    evaluator = Evaluator(str(tmp_path / "model"), calib, cache_dir=tmp_path / "c")
+    pattern = parse_pattern("unstructured")
+    ref = SerialBackend(evaluator, 0.5, pattern, ev, allocation=owl).evaluate_one("mul(W, sqrt(X))")
+    plain = SerialBackend(evaluator, 0.5, pattern, ev).evaluate_one("mul(W, sqrt(X))")
+    assert got.ok and (got.fitness, got.ppl) == (ref.fitness, ref.ppl)
+    assert got.fitness != plain.fitness  # the OWL allocation changed the masks
