@@ -111,6 +111,8 @@ class SearchSettings:
     allocation: str | None = SEARCH_DEFAULTS["allocation"]  # uniform, owl or FILE.json
     owl_m: float = SEARCH_DEFAULTS["owl_m"]  # OWL outlier threshold
     owl_lambda: float = SEARCH_DEFAULTS["owl_lambda"]  # OWL: sparsities within target +- lambda
+    final_trees: int = SEARCH_DEFAULTS["final_trees"]  # the best N re-scored on final_windows
+    final_windows: int = SEARCH_DEFAULTS["final_windows"]
 
     def changed(self) -> dict:
         """The settings that differ from the defaults (what a resumed run may be given)."""

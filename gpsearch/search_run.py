@@ -38,10 +38,12 @@ DEFAULTS = {
     "transfer_model": None, "robustness": 3,
     # layer-wise sparsity (allocation_run): None = every linear at --sparsity
     "allocation": None, "owl_m": 5.0, "owl_lambda": 0.08,
+    # the final stage: the best N hall-of-fame trees re-scored on more windows (0 = off)
+    "final_trees": 0, "final_windows": 64,
 }
 # What a run directory written before these settings existed ran with (kept on --resume).
 LEGACY = {"fitness": "ppl", "stages": "none", "topk": 512, "immigrants": 0, "tune": 0,
-          "allocation": None}
+          "allocation": None, "final_trees": 0}
 RUNTIME_ONLY = {"generations", "report", "report_update", "tune", "test_windows", "workers", "ray_address", "eval_timeout",
                 "cache_dir", "device_map", "gpus_per_worker",  # placement: results unchanged
                 "transfer_model", "robustness"}  # final report only
@@ -133,8 +135,14 @@ def plan(settings: dict, saved: dict | None = None) -> Plan:
                                                      s["population"])
     calib = CalibConfig(data=s["data"], nsamples=s["nsamples"], seqlen=s["seqlen"],
                         seed=s["calib_seed"], batch_size=s["batch_size"])
+    last = stages[-1].windows if stages else s["max_windows"]
+    if s["final_trees"] < 0 or (s["final_trees"] and s["final_windows"] <= last):
+        raise UserError(f"--final-trees must be >= 0 and --final-windows above the last stage's "
+                        f"{last} windows (got {s['final_trees']}, {s['final_windows']})")
+    if s["final_trees"] and not stages:
+        raise UserError("--final-trees re-scores the last stage's best trees: it needs --stages")
     ev = EvalConfig(data=s["data"], split="validation", seqlen=s["seqlen"],
-                    max_windows=stages[-1].windows if stages else s["max_windows"],
+                    max_windows=max(last, s["final_windows"]) if s["final_trees"] else last,
                     batch_size=s["batch_size"])
     from .search.conditions import fitness_conditions
 
@@ -191,6 +199,9 @@ def fitness_text(p: Plan) -> str:
         return (f"{what} on {p.ev.max_windows} windows x {seqlen} tokens, dense features"
                 f"{conditions_text(p)}{allocation_text(p)}")
     parts = ", ".join(f"{w * seqlen} tokens for {f:.0%}" for w, f in p.search.stages)
+    if s["final_trees"] > 1:
+        parts += (f"; final stage: the best {s['final_trees']} trees on "
+                  f"{s['final_windows'] * seqlen} tokens")
     return (f"{what}, dense features, in stages ({parts} of each generation's new candidates); "
             f"selection on the first stage, hall of fame on the last{conditions_text(p)}"
             f"{allocation_text(p)}")
@@ -341,6 +352,12 @@ def run_search(given: dict | None = None, out: str | None = None, resume: str | 
             run_dir.write_json("tuning.json", tuned)
             if tuned["winner"]:
                 best = tuned["winner"]
+        final = search_steps.rerank_final(searcher, [best] + list(searcher.hof),
+                                          settings["final_trees"], settings["final_windows"]) \
+            if settings["final_trees"] > 1 else None
+        if final:
+            run_dir.write_json("final_stage.json", final)
+            best = final["winner"] or best
         run_dir.write_best_tree(best["expr"], searcher.pset, p.save_tree)
         run_dir.write_progress(searcher.logbook)
         rows = report_on_test(p, backend, best["expr"], run_dir.path,
@@ -354,7 +371,8 @@ def run_search(given: dict | None = None, out: str | None = None, resume: str | 
     text = summary_text({**run_dir.config(), "settings": settings}, searcher, rows,
                         search_steps.sympy_form(best["expr"], p.registry), time.perf_counter() - t0,
                         best=best, tuning=tuned)
-    text += "".join("\n" + md for md in (robust_md, transfer_md) if md)
+    final_md = search_steps.rerank_markdown(final, p.ev.seqlen)
+    text += "".join("\n" + md for md in (final_md, robust_md, transfer_md) if md)
     run_dir.write_summary(text)
     print(text)
     return {"run_dir": str(run_dir.path), "best": best, "rows": rows, "summary": text}

@@ -84,3 +84,52 @@ def run_with_progress(searcher, generations: int) -> None:
         searcher.run_until(generations)
     finally:
         bar.close()
+
+
+def rerank_final(searcher, candidates: list[dict], n: int, windows: int) -> dict | None:
+    """The final stage: the first ``n`` distinct ``candidates`` (hall-of-fame entries, the
+    current best first) re-scored on the first ``windows`` validation windows, more than the last stage's, where near-ties of
+    the last stage are told apart. ``winner`` is the best of them on these windows (it replaces
+    the best tree, whichever it is)."""
+    from .search.stages import score_of
+
+    kind = searcher.cfg.fitness
+    exprs = list(dict.fromkeys(c["expr"] for c in candidates))[:n]
+    if len(exprs) < 2:
+        return None
+    by_expr = {}
+    for c in candidates:
+        by_expr.setdefault(c["expr"], c)
+    out = {"windows": windows, "fitness": kind, "trees": [], "winner": None}
+    for expr, res in zip(exprs, searcher._run_backend(exprs, (0, windows))):
+        entry = {"expr": expr, "last_stage": by_expr[expr]["fitness"],
+                 "last_stage_windows": by_expr[expr].get("windows")}
+        if res.ok:
+            entry["final"] = min(score_of(kind, res.extra["nll" if kind == "ppl" else "kl"]), 1e5)
+            entry["final_ppl"] = min(score_of("ppl", res.extra["nll"]), 1e5)
+        else:
+            entry["error"] = res.error
+        out["trees"].append(entry)
+    scored = [e for e in out["trees"] if "final" in e]
+    if scored:
+        w = min(scored, key=lambda e: e["final"])
+        out["winner"] = {**by_expr[w["expr"]], "fitness": w["final"], "ppl": w["final_ppl"],
+                         "windows": windows}
+    return out
+
+
+def rerank_markdown(rerank: dict | None, seqlen: int) -> str:
+    if not rerank:
+        return ""
+    lines = [f"## Final stage ({rerank['windows']} windows x {seqlen} tokens)", "",
+             f"The best {len(rerank['trees'])} trees of the hall of fame re-scored ({rerank['fitness']}) "
+             "on more validation windows than the last stage; the best of them is the best tree.",
+             "", "| last stage | windows | final stage | final PPL | tree |", "|---|---|---|---|---|"]
+    win = (rerank.get("winner") or {}).get("expr")
+    for e in rerank["trees"]:
+        final = f"{e['final']:.4g}" if "final" in e else f"error: {e.get('error', '')[:60]}"
+        ppl = f"{e['final_ppl']:.4g}" if "final_ppl" in e else "-"
+        mark = " **(chosen)**" if e["expr"] == win else ""
+        lines.append(f"| {e['last_stage']:.4g} | {e['last_stage_windows'] or '-'} | {final} | "
+                     f"{ppl} | `{e['expr']}`{mark} |")
+    return "\n".join(lines) + "\n"

@@ -78,6 +78,10 @@ OPTS = {  # option -> (type, help)
                         "linear at --sparsity"),
     "owl_m": (float, "OWL outlier threshold, a multiple of a block's mean score"),
     "owl_lambda": (float, "OWL: block sparsities within the target +- lambda"),
+    "final_trees": (int, "final stage: the best N trees of the hall of fame re-scored on "
+                         "--final-windows validation windows; the best of them is the result "
+                         "(0 = off: the last stage decides)"),
+    "final_windows": (int, "final stage: validation windows (more than the last stage's)"),
     "robustness": (int, "summary: robustness (terminals x 0.25 and x 4) of this many best "
                         "trees on the first-stage windows; 0 = off"),
 }
