@@ -158,11 +158,18 @@ def run_allocate(settings: AllocateSettings | None = None, out: str | None = Non
         return Allocated(s.sparsity, exact_ratios(ratios, shapes, s.sparsity), alloc)
 
     n_scored = [0]
+    ranked = _ranked_scores(evaluator, tree)
 
     def score_windows(levels, a, b):
         n_scored[0] += 1
         try:
-            evaluator.prune(tree, sparsity_of(levels), pattern)
+            sp = sparsity_of(levels)
+            if ranked is None:
+                evaluator.prune(tree, sp, pattern)
+            else:  # the tree's scores never change: masks from their order, sorted once
+                from .allocation import ratio_of
+
+                evaluator.apply_masks({n: r.mask(ratio_of(sp, n)) for n, r in ranked.items()})
             out = window_scores(evaluator.model, windows[a:b], s.batch_size, ref, a)
         finally:
             evaluator.restore()
@@ -203,6 +210,19 @@ def run_allocate(settings: AllocateSettings | None = None, out: str | None = Non
             log(f"time budget {s.time_budget:g} s reached after generation {g + 1}")
             break
     return _finish(evaluator, tree, s, rd, parent, sparsity_of, pattern, uniform_score, plot)
+
+
+RANKED_MAX_BYTES = 4 << 30  # host memory for the sorted score orders (2 bytes per weight)
+
+
+def _ranked_scores(evaluator, tree) -> dict | None:
+    """name -> ``RankedScores`` of the fixed tree (None when they would pass RANKED_MAX_BYTES:
+    every candidate then scores and masks again)."""
+    from .ranked import RankedScores
+
+    if 2 * sum(r * c for r, c in evaluator.shapes().values()) > RANKED_MAX_BYTES:
+        return None
+    return {n: RankedScores(evaluator.score(tree, n).float().cpu()) for n in evaluator.linears}
 
 
 def _finish(evaluator, tree, s, rd: Path, parent, sparsity_of, pattern, uniform_score,
