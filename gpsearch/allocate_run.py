@@ -1,6 +1,8 @@
 """``gpsearch allocate``: search a layer-wise sparsity allocation for a fixed metric tree
 (``search.allocation_search``), scored with the metric search's staged fitness (KL to the dense
 model or PPL, validation windows), then its TEST perplexity beside the uniform allocation.
+With ``also_trees`` the search is joint: the genome is (a tree of the pool, the levels), e.g.
+the pool = a metric search's hall of fame; the test report then adds the chosen tree uniform.
 
 Run directory: ``config.json``, ``state.json`` (the parent levels, their scores and the
 generation, rewritten atomically after every generation), ``log.jsonl`` (one record per
@@ -26,6 +28,8 @@ from .errors import UserError
 @dataclass
 class AllocateSettings:
     tree: str = "wanda"
+    also_trees: str = ""  # joint search: more metric trees, ';'-separated (the genome's tree part)
+    p_tree: float = 0.25  # joint search: probability that a mutation switches the tree
     sparsity: float = 0.7
     model: str = "smollm2-135m"
     data: str = "wiki"
@@ -65,7 +69,6 @@ def _read_json(path: Path, limit: int = 1 << 22):
 def check_settings(s: AllocateSettings):
     from .masks import check_sparsity
     from .search.stages import FITNESS_KINDS, parse_stages
-    from .tree import load_tree
 
     check_sparsity(s.sparsity)
     if s.fitness not in FITNESS_KINDS:
@@ -74,7 +77,22 @@ def check_settings(s: AllocateSettings):
         raise UserError("--generations, --offspring and --max-moves must be >= 1")
     if not 0 < s.step <= s.max_shift < 1:
         raise UserError(f"need 0 < --step <= --max-shift < 1, got {s.step}, {s.max_shift}")
-    return load_tree(s.tree), parse_stages(s.stages, s.seqlen)
+    if not 0 <= s.p_tree <= 1:
+        raise UserError(f"--p-tree must be in [0, 1], got {s.p_tree}")
+    return tree_pool(s), parse_stages(s.stages, s.seqlen)
+
+
+def tree_pool(s: AllocateSettings) -> list:
+    """--tree first, then --also-trees (';'-separated specs); duplicates are an error."""
+    from .tree import load_tree, to_prefix
+
+    specs = [s.tree] + [x.strip() for x in (s.also_trees or "").split(";") if x.strip()]
+    pool = [load_tree(x) for x in specs]
+    prefixes = [to_prefix(t) for t in pool]
+    twice = sorted({x for x in prefixes if prefixes.count(x) > 1})
+    if twice:
+        raise UserError(f"the tree pool names {twice[0]} twice")
+    return pool
 
 
 def run_allocate(settings: AllocateSettings | None = None, out: str | None = None,
@@ -112,7 +130,7 @@ def run_allocate(settings: AllocateSettings | None = None, out: str | None = Non
         rd = Path(out)
         if rd.exists() and any(rd.iterdir()):
             raise UserError(f"{rd} exists and is not empty (use --resume {rd})")
-    tree, stages = check_settings(settings)
+    pool, stages = check_settings(settings)
     pattern = parse_pattern("unstructured")
     s = settings
     set_threads()
@@ -139,7 +157,8 @@ def run_allocate(settings: AllocateSettings | None = None, out: str | None = Non
     rd.mkdir(parents=True, exist_ok=True)
     version = code_version()  # the code of this session: config, state and best file record it
     if not resume:
-        _write_json(rd / "config.json", {"settings": asdict(s), "tree": to_prefix(tree),
+        _write_json(rd / "config.json", {"settings": asdict(s), "tree": to_prefix(pool[0]),
+                                         "trees": [to_prefix(x) for x in pool],
                                          "blocks": blocks, **version})
 
     from .features import default_cache_dir
@@ -150,7 +169,8 @@ def run_allocate(settings: AllocateSettings | None = None, out: str | None = Non
         cache = evaluator.features.cache_dir or default_cache_dir()
         ref = cached_reference(evaluator.model, evaluator.lm.identity, windows, val.to_dict(),
                                s.topk, Path(cache), s.batch_size)
-    evaluator.prepare(tree)
+    for tree in pool:
+        evaluator.prepare(tree)
 
     def sparsity_of(levels) -> Allocated:
         alloc = Allocation(s.sparsity, grid.ratios(levels), method="search")
@@ -158,18 +178,19 @@ def run_allocate(settings: AllocateSettings | None = None, out: str | None = Non
         return Allocated(s.sparsity, exact_ratios(ratios, shapes, s.sparsity), alloc)
 
     n_scored = [0]
-    ranked = _ranked_scores(evaluator, tree)
+    ranked = _ranked_scores(evaluator, pool)
 
-    def score_windows(levels, a, b):
+    def score_windows(levels, a, b, tree=0):
         n_scored[0] += 1
         try:
             sp = sparsity_of(levels)
             if ranked is None:
-                evaluator.prune(tree, sp, pattern)
-            else:  # the tree's scores never change: masks from their order, sorted once
+                evaluator.prune(pool[tree], sp, pattern)
+            else:  # the trees' scores never change: masks from their order, sorted once
                 from .allocation import ratio_of
 
-                evaluator.apply_masks({n: r.mask(ratio_of(sp, n)) for n, r in ranked.items()})
+                evaluator.apply_masks({n: r.mask(ratio_of(sp, n))
+                                       for n, r in ranked[tree].items()})
             out = window_scores(evaluator.model, windows[a:b], s.batch_size, ref, a)
         finally:
             evaluator.restore()
@@ -178,9 +199,12 @@ def run_allocate(settings: AllocateSettings | None = None, out: str | None = Non
     if state is None:
         parent, gen0 = Candidate(tuple([0] * blocks)), 0
     else:
+        index = state.get("tree_index", 0)
+        if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < len(pool):
+            raise UserError(f"{rd}/state.json: tree_index outside the pool of {len(pool)}")
         parent = Candidate(check_levels(state.get("levels"), grid),
                            [float(v) for v in state.get("values", [])],
-                           [float(v) for v in state.get("stage_scores", [])])
+                           [float(v) for v in state.get("stage_scores", [])], index)
         gen0 = state["generation"]
     t0 = time.perf_counter()
     bar = tqdm(range(gen0, s.generations), desc="allocate", initial=gen0, total=s.generations,
@@ -189,43 +213,46 @@ def run_allocate(settings: AllocateSettings | None = None, out: str | None = Non
     for g in bar:
         rng = random.Random(s.seed * 1_000_003 + g)
         parent, rec = generation(parent, grid, stages, s.fitness, score_windows, rng,
-                                 s.offspring, s.max_moves)
+                                 s.offspring, s.max_moves, len(pool), s.p_tree)
         if uniform_score is None:
             uniform_score = rec["parent_score"]
         rec.update(generation=g + 1, seconds=time.perf_counter() - t0, scored=n_scored[0])
         with open(rd / "log.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(rec) + "\n")
         best = Allocation(s.sparsity, grid.ratios(parent.levels), method="search",
-                          info={"tree": to_prefix(tree), "fitness": s.fitness, "stages": s.stages,
+                          info={"tree": to_prefix(pool[parent.tree]), "fitness": s.fitness,
+                                "stages": s.stages,
                                 "score": parent.stage_scores[-1], "generation": g + 1,
                                 "uniform_score": uniform_score, **version})
         write_allocation(best, rd / "best_allocation.json")
         _write_json(rd / "state.json", {"generation": g + 1, "levels": list(parent.levels),
                                         "values": parent.values,
                                         "stage_scores": parent.stage_scores,
-                                        "uniform_score": uniform_score, **version})
+                                        "uniform_score": uniform_score,
+                                        "tree_index": parent.tree, **version})
         bar.set_postfix_str(f"{s.fitness} {parent.stage_scores[-1]:.4f} (uniform "
-                            f"{uniform_score:.4f})")
+                            f"{uniform_score:.4f})" + (f" tree {parent.tree}" if len(pool) > 1 else ""))
         if s.time_budget is not None and time.perf_counter() - t0 > s.time_budget:
             log(f"time budget {s.time_budget:g} s reached after generation {g + 1}")
             break
-    return _finish(evaluator, tree, s, rd, parent, sparsity_of, pattern, uniform_score, plot)
+    return _finish(evaluator, pool, s, rd, parent, sparsity_of, pattern, uniform_score, plot)
 
 
 RANKED_MAX_BYTES = 4 << 30  # host memory for the sorted score orders (2 bytes per weight)
 
 
-def _ranked_scores(evaluator, tree) -> dict | None:
-    """name -> ``RankedScores`` of the fixed tree (None when they would pass RANKED_MAX_BYTES:
-    every candidate then scores and masks again)."""
+def _ranked_scores(evaluator, pool: list) -> list | None:
+    """Per tree of the pool: name -> ``RankedScores`` (None when they would pass
+    RANKED_MAX_BYTES: every candidate then scores and masks again)."""
     from .ranked import RankedScores
 
-    if 2 * sum(r * c for r, c in evaluator.shapes().values()) > RANKED_MAX_BYTES:
+    if 2 * len(pool) * sum(r * c for r, c in evaluator.shapes().values()) > RANKED_MAX_BYTES:
         return None
-    return {n: RankedScores(evaluator.score(tree, n).float().cpu()) for n in evaluator.linears}
+    return [{n: RankedScores(evaluator.score(tree, n).float().cpu()) for n in evaluator.linears}
+            for tree in pool]
 
 
-def _finish(evaluator, tree, s, rd: Path, parent, sparsity_of, pattern, uniform_score,
+def _finish(evaluator, pool, s, rd: Path, parent, sparsity_of, pattern, uniform_score,
             plot: bool = True) -> dict:
     from .allocation import per_block
     from .config import EvalConfig
@@ -235,8 +262,11 @@ def _finish(evaluator, tree, s, rd: Path, parent, sparsity_of, pattern, uniform_
     test = EvalConfig(data=s.data, split="test", seqlen=s.seqlen, max_windows=s.test_windows,
                       batch_size=s.batch_size)
     rows = {}
-    todo = [("uniform", s.sparsity)] if s.test_uniform else []
-    for name, sp in todo + [("searched", sparsity_of(parent.levels))]:
+    chosen = pool[parent.tree]
+    todo = [("uniform", pool[0], s.sparsity)] if s.test_uniform else []
+    if s.test_uniform and parent.tree != 0:  # the chosen tree alone, without the allocation
+        todo.append(("uniform, chosen tree", chosen, s.sparsity))
+    for name, tree, sp in todo + [("searched", chosen, sparsity_of(parent.levels))]:
         counts = evaluator.prune(tree, sp, pattern)
         try:
             rows[name] = {"ppl": evaluator.perplexity(test)["ppl"],
@@ -245,7 +275,10 @@ def _finish(evaluator, tree, s, rd: Path, parent, sparsity_of, pattern, uniform_
                           "block_sparsity": per_block(counts)}
         finally:
             evaluator.restore()
-    summary = {"tree": str(tree), "sparsity": s.sparsity, "test": test.to_dict(),
+    from .tree import to_prefix
+
+    summary = {"tree": to_prefix(chosen), "tree_index": parent.tree,
+               "pool": [to_prefix(x) for x in pool], "sparsity": s.sparsity, "test": test.to_dict(),
                "val_score": {"uniform": uniform_score, "searched": parent.stage_scores[-1],
                              "fitness": s.fitness},
                "rows": rows, "levels": list(parent.levels), **code_version()}
@@ -254,5 +287,5 @@ def _finish(evaluator, tree, s, rd: Path, parent, sparsity_of, pattern, uniform_
         return {"run_dir": str(rd), **summary}
     series = {f"{k}: test PPL {v['ppl']:.2f}": v["block_sparsity"] for k, v in rows.items()}
     plot_block_allocation(series, rd / "best_allocation.png", s.sparsity,
-                          f"searched allocation for {tree}")
+                          f"searched allocation for {to_prefix(chosen)}")
     return {"run_dir": str(rd), **summary}

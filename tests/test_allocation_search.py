@@ -120,3 +120,74 @@ def test_allocate_end_to_end_replays_and_resumes(tokenizer, corpus, tmp_path, on
     assert state["generation"] == 3 and state["commit"] == code_version()["commit"]
     with pytest.raises(UserError, match="not empty"):
         run_allocate(s, out=str(rd), evaluator=ev, progress=False)
+
+
+def test_joint_mutation_switches_trees_or_moves_levels_never_both():
+    from gpsearch.search.allocation_search import mutate_candidate
+
+    grid = Grid(0.5, 0.05, 4, 6)
+    rng = random.Random(3)
+    parent = Candidate((1, -1, 0, 0, 0, 0), tree=1)
+    switched = moved = 0
+    for _ in range(400):
+        kid = mutate_candidate(parent, grid, rng, 3, trees=3, p_tree=0.3)
+        assert sum(kid.levels) == 0
+        if kid.tree != parent.tree:
+            switched += 1
+            assert kid.levels == parent.levels and kid.tree in (0, 2)
+        else:
+            moved += 1
+    assert 80 < switched < 160 and moved > 200  # ~30% switches
+    # one tree: exactly the draws of the single-tree search
+    a, b = random.Random(5), random.Random(5)
+    for _ in range(50):
+        kid = mutate_candidate(Candidate((0,) * 6), grid, a, 3)
+        assert kid.levels == mutate((0,) * 6, grid, b, b.randint(1, 3)) and kid.tree == 0
+
+
+def test_joint_generation_finds_the_better_tree_and_allocation():
+    grid = Grid(0.5, 0.05, 4, 4)
+    stages = parse_stages("2:1,4:0.5", 1)
+    seen = set()
+
+    def score(levels, a, b, tree=0):
+        seen.add(tree)
+        cost = (levels[0] + 2) ** 2 + 5.0 * (tree != 2)  # tree 2 and a lighter block 0 win
+        return [float(cost)] * (b - a)
+
+    parent, rng = Candidate(tuple([0] * 4)), random.Random(0)
+    for _ in range(30):
+        parent, rec = generation(parent, grid, stages, "kl", score, rng, offspring=8, trees=3,
+                                 p_tree=0.3)
+        assert rec["tree"] == parent.tree
+    assert parent.tree == 2 and parent.levels[0] == -2 and seen == {0, 1, 2}
+
+
+def test_joint_allocate_end_to_end(tokenizer, corpus, tmp_path, one_thread):
+    from gpsearch.allocate_run import AllocateSettings, run_allocate, tree_pool
+    from gpsearch.allocation_file import read_allocation
+    from gpsearch.config import CalibConfig
+    from gpsearch.evaluator import Evaluator
+    from gpsearch.tree import to_prefix
+    from tests.conftest import loaded, make_llama
+
+    s = AllocateSettings(tree="wanda", also_trees="magnitude; mul(W, X)", p_tree=0.5,
+                         sparsity=0.6, data=corpus, nsamples=4, seqlen=16, batch_size=2,
+                         step=0.05, max_shift=0.2, generations=3, offspring=4,
+                         stages="32:1,64:0.5", test_windows=4, model="tiny",
+                         cache_dir=str(tmp_path / "cache"))
+    calib = CalibConfig(data=corpus, nsamples=4, seqlen=16, batch_size=2)
+    ev = Evaluator(calib=calib, cache_dir=tmp_path / "cache", lm=loaded(make_llama(), tokenizer))
+    res = run_allocate(s, out=str(tmp_path / "run"), evaluator=ev, progress=False,
+                       log=lambda m: None, plot=False)
+    pool = [to_prefix(t) for t in tree_pool(s)]
+    assert res["pool"] == pool and res["tree"] == pool[res["tree_index"]]
+    rd = tmp_path / "run"
+    assert read_allocation(rd / "best_allocation.json").info["tree"] == res["tree"]
+    state = json.loads((rd / "state.json").read_text())
+    assert state["tree_index"] == res["tree_index"]
+    assert ("uniform, chosen tree" in res["rows"]) == (res["tree_index"] != 0)
+    recs = [json.loads(x) for x in (rd / "log.jsonl").read_text().splitlines()]
+    assert all(0 <= r["tree"] < 3 for r in recs)
+    with pytest.raises(UserError, match="twice"):
+        tree_pool(AllocateSettings(tree="wanda", also_trees="mul(W, sqrt(X))"))

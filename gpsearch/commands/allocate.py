@@ -17,6 +17,12 @@ D = AllocateSettings()
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tree", default=D.tree, help="the fixed metric (trees/NAME.json, a name, "
                    "or a prefix expression)")
+    p.add_argument("--also-trees", default=D.also_trees,
+                   help="joint search of tree + allocation: more metric trees, ';'-separated "
+                        "(names, files or prefix expressions); a mutation switches the tree "
+                        "with probability --p-tree")
+    p.add_argument("--p-tree", type=float, default=D.p_tree,
+                   help="joint search: probability that a mutation switches the tree")
     p.add_argument("--sparsity", type=float, default=D.sparsity, help="target fraction of zeros")
     p.add_argument("--out", default=None, help="new run directory")
     p.add_argument("--resume", default=None, help="continue this run directory")
@@ -52,7 +58,8 @@ def run(args) -> int:
     from ..allocate_run import run_allocate
 
     s = AllocateSettings(
-        tree=args.tree, sparsity=args.sparsity, model=args.model, data=args.data,
+        tree=args.tree, also_trees=args.also_trees, p_tree=args.p_tree,
+        sparsity=args.sparsity, model=args.model, data=args.data,
         nsamples=args.nsamples, seqlen=args.seqlen, calib_seed=args.calib_seed,
         batch_size=args.batch_size, step=args.step, max_shift=args.max_shift,
         generations=args.generations, offspring=args.offspring, max_moves=args.max_moves,
@@ -65,6 +72,10 @@ def run(args) -> int:
     print(f"validation {res['val_score']['fitness']}: uniform {res['val_score']['uniform']:.4f}, "
           f"searched {res['val_score']['searched']:.4f}")
     uni = f"uniform {r['uniform']['ppl']:.3f}, " if "uniform" in r else ""
+    if "uniform, chosen tree" in r:
+        uni += f"chosen tree uniform {r['uniform, chosen tree']['ppl']:.3f}, "
+    if len(res["pool"]) > 1:
+        print(f"chosen tree (of {len(res['pool'])}): {res['tree']}")
     print(f"test PPL ({res['test']['split']}, {res['test']['max_windows']} windows): {uni}"
           f"searched {r['searched']['ppl']:.3f} (achieved sparsity "
           f"{r['searched']['achieved_sparsity']:.4f})")

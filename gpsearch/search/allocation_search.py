@@ -7,6 +7,10 @@ level from one block to another (as many times as the mutation count says), with
 [-max_level, max_level] and within [0, hi] in sparsity. ``allocation.exact_ratios`` then fixes
 the rounding of the masks (and any difference in block sizes).
 
+Joint search over a pool of metric trees (a two-part genome: a tree index + the levels): with
+``trees`` > 1, a mutation replaces the tree by another of the pool with probability ``p_tree``
+(the levels kept), else it moves levels; ``score_windows`` then also gets ``tree=index``.
+
 One generation ((1 + lambda), elitist): ``offspring`` mutants of the parent are scored on the
 first stage's windows; the best ``fraction`` of them go on to the next stage's extra windows,
 and so on (``search.stages``: per-window values add up, so a stage's score is over all its
@@ -72,10 +76,27 @@ class Candidate:
     levels: tuple
     values: list = field(default_factory=list)  # per-window values scored so far
     stage_scores: list = field(default_factory=list)  # score after each stage reached
+    tree: int = 0  # index in the pool of metric trees (joint search)
+
+
+def mutate_candidate(parent: Candidate, grid: Grid, rng: random.Random, max_moves: int,
+                     trees: int = 1, p_tree: float = 0.0) -> Candidate:
+    """A child: another tree of the pool (probability ``p_tree``, when there are several), or
+    1..``max_moves`` level moves. With one tree the random draws are those of ``mutate`` alone."""
+    if trees > 1 and rng.random() < p_tree:
+        other = rng.choice([i for i in range(trees) if i != parent.tree])
+        return Candidate(parent.levels, tree=other)
+    moves = rng.randint(1, max_moves)
+    return Candidate(mutate(parent.levels, grid, rng, moves), tree=parent.tree)
+
+
+def _scores(score_windows: ScoreWindows, c: Candidate, a: int, b: int, trees: int) -> list:
+    return list(score_windows(c.levels, a, b, tree=c.tree) if trees > 1
+                else score_windows(c.levels, a, b))
 
 
 def score_stages(cands: list[Candidate], stages: list[Stage], kind: str,
-                 score_windows: ScoreWindows) -> None:
+                 score_windows: ScoreWindows, trees: int = 1) -> None:
     """Staged scoring in place: all on stage 1, then the best ``fraction`` on each next stage
     (only the windows they do not have yet are scored)."""
     alive = list(cands)
@@ -85,26 +106,23 @@ def score_stages(cands: list[Candidate], stages: list[Stage], kind: str,
             alive = sorted(alive, key=lambda c: c.stage_scores[k - 1])[:n]
         for c in alive:
             if len(c.values) < st.windows:
-                c.values += list(score_windows(c.levels, len(c.values), st.windows))
+                c.values += _scores(score_windows, c, len(c.values), st.windows, trees)
             c.stage_scores.append(score_of(kind, c.values[:st.windows]))
 
 
 def generation(parent: Candidate, grid: Grid, stages: list[Stage], kind: str,
                score_windows: ScoreWindows, rng: random.Random, offspring: int = 16,
-               max_moves: int = 3) -> tuple[Candidate, dict]:
+               max_moves: int = 3, trees: int = 1, p_tree: float = 0.0) -> tuple[Candidate, dict]:
     """One (1 + offspring) generation; returns (the new parent, a log record)."""
     last = len(stages) - 1
     if len(parent.stage_scores) <= last:  # the first parent is scored on every stage
         parent.stage_scores = []
         parent.values = []
         for st in stages:
-            parent.values += list(score_windows(parent.levels, len(parent.values), st.windows))
+            parent.values += _scores(score_windows, parent, len(parent.values), st.windows, trees)
             parent.stage_scores.append(score_of(kind, parent.values[:st.windows]))
-    kids = []
-    for _ in range(offspring):
-        moves = rng.randint(1, max_moves)
-        kids.append(Candidate(mutate(parent.levels, grid, rng, moves)))
-    score_stages(kids, stages, kind, score_windows)
+    kids = [mutate_candidate(parent, grid, rng, max_moves, trees, p_tree) for _ in range(offspring)]
+    score_stages(kids, stages, kind, score_windows, trees)
     finals = [c for c in kids if len(c.stage_scores) > last]
     best = min(finals, key=lambda c: c.stage_scores[last])
     improved = best.stage_scores[last] < parent.stage_scores[last]
@@ -112,6 +130,8 @@ def generation(parent: Candidate, grid: Grid, stages: list[Stage], kind: str,
     rec = {"parent_score": parent.stage_scores[last], "best_child_score": best.stage_scores[last],
            "improved": improved, "first_stage_median": _median([c.stage_scores[0] for c in kids]),
            "score": new.stage_scores[last], "levels": list(new.levels)}
+    if trees > 1:
+        rec["tree"] = new.tree
     return new, rec
 
 
