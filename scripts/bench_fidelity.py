@@ -147,8 +147,7 @@ def main() -> None:
            "best10_test_windows": len(rows[top[0]]["test_nll_long"]) if top else None,
            "topk": args.topk, "source": args.run or args.trees_file or "given", "table": table,
            "seconds": round(time.perf_counter() - t0, 1),
-           "rows": [{k: v for k, v in r.items()
-                     if k not in ("val_nll", "val_kl", "test_nll", "test_nll_long")}
+           "rows": [{k: v for k, v in r.items() if k not in ("test_nll", "test_nll_long")}
                     | {"val_ppl_full": score_of("ppl", r["val_nll"]),
                        "val_kl_full": score_of("kl", r["val_kl"])} for r in rows]}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -38,8 +38,6 @@ run "$PY" scripts/bench_memory.py --out bench/bench_memory.json
 run "$PY" scripts/bench_export.py --out bench/export_embedded.json
 run "$PY" scripts/bench_weight_update.py
 run "$PY" scripts/bench_recon_layers.py --out bench/weight_update/layers.json
-run "$PY" scripts/bench_fidelity.py --trees-file bench/fidelity_trees.json --val-windows 16 \
-  --test-windows 16 --final-test-windows 48 --budgets 512,1024,2048,4096 --out bench/bench_fidelity.json
 
 # 2. the default search (README's first command), into a fresh run directory; the committed
 #    artefacts are its human-readable files (not the checkpoint, log or test report)
@@ -52,6 +50,13 @@ for f in config.json best_tree.json hall_of_fame.csv progress.png summary.md; do
 done
 run cp "$SEARCH/test_report/results.md" bench/default_search/test_report.md
 run "$PY" scripts/bench_dedup.py "$SEARCH" --samples 50 --out bench/bench_dedup.json
+# fidelity of each fitness x token budget vs the TEST PPL, over 30 trees of that run (the best 10
+# on the whole test split), then what a final stage on 64 validation windows would have picked
+run "$PY" scripts/bench_fidelity.py --run "$SEARCH" --n 30 --best 12 --val-windows 64 \
+  --test-windows 64 --final-test-windows 0 --budgets 512,1024,2048,4096,8192,16384 \
+  --out bench/bench_fidelity.json
+run "$PY" scripts/fidelity_final_stage.py bench/bench_fidelity.json "$SEARCH" \
+  --out bench/fidelity_final_stage.json
 
 # 2b. robustness of the default search's best tree vs Wanda's tree (issue 14): terminals
 #     rescaled, 32 calibration samples instead of 128 (test split; measured on 8 windows because
@@ -88,6 +93,11 @@ run rm -rf bench/allocation_search70
 run "$PY" -m gpsearch.cli allocate --tree trees/wanda.json --sparsity 0.7 \
   --out bench/allocation_search70 --offspring 4 --stages 512:1,1024:0.5 --generations 2 \
   --time-budget 600 --skip-uniform-test
+
+# SparseGPT at 70% under the uniform, OWL and searched allocations (issue 10)
+run "$PY" -m gpsearch.cli compare --methods sparsegpt --sparsity 0.7 --tree-features dense \
+  --allocation uniform,owl,bench/allocation_search70/best_allocation.json --max-windows 64 \
+  --out bench/allocation_sparsegpt70
 
 # 4. single-method records
 run "$PY" -m gpsearch.cli prune --tree trees/wanda.json --sparsity 0.5 --dense-ppl \
