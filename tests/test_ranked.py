@@ -36,7 +36,7 @@ def test_allocation_search_masks_equal_the_evaluators(tiny_lm, corpus, tmp_path,
     ev = Evaluator(calib=CalibConfig(data=corpus, nsamples=4, seqlen=16, batch_size=2),
                    cache_dir=tmp_path, lm=tiny_lm)
     tree = load_tree("wanda")
-    ranked = _ranked_scores(ev, tree)
+    ranked = _ranked_scores(ev, [tree])[0]
     shapes = ev.shapes()
     alloc = Allocation(0.6, [0.45, 0.75])
     sp = Allocated(0.6, exact_ratios(check_allocation(alloc, shapes), shapes, 0.6), alloc)
