@@ -32,3 +32,8 @@ def code_version() -> dict:
         return {"commit": "unknown", "dirty": None}
     status = _git("status", "--porcelain", "--untracked-files=no")
     return {"commit": commit, "dirty": None if status is None else bool(status)}
+
+
+# Read once, when this module is first imported (the bench scripts import it at their start): a
+# result records the code that was loaded, not the HEAD after minutes or hours of later commits.
+code_version()

@@ -2,10 +2,11 @@
 from a finished ``bench_fidelity.py`` output and the search run its trees came from: the run's
 hall of fame is ranked on its last stage; for each N, the first N of it are re-ranked by the
 fidelity bench's fitness on all of its validation windows, and the TEST perplexity (the longest
-measured) of each pick is reported beside the last stage's pick. Pure post-processing: no model.
+measured) of each pick is reported beside the last stage's pick, for a final stage scored by
+KL and by PPL. Pure post-processing: no model.
 
     .venv/bin/python scripts/fidelity_final_stage.py bench/bench_fidelity.json RUN_DIR \
-        [--fitness kl] [--out bench/fidelity_final_stage.json]
+        [--out bench/fidelity_final_stage.json]
 """
 
 from __future__ import annotations
@@ -39,23 +40,24 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("fidelity", help="bench_fidelity.json")
     ap.add_argument("run", help="the search directory its trees came from (checkpoint.json)")
-    ap.add_argument("--fitness", default="kl", choices=("kl", "ppl"))
     ap.add_argument("--out", default="bench/fidelity_final_stage.json")
     args = ap.parse_args()
     fid = json.loads(Path(args.fidelity).read_text())
     hof = [h["expr"] for h in json.loads((Path(args.run) / "checkpoint.json").read_text())["hof"]]
+    run_commit = json.loads((Path(args.run) / "config.json").read_text()).get("commit")
     rows = {r["expr"]: r for r in fid["rows"]}
-    field = "val_kl_full" if args.fitness == "kl" else "val_ppl_full"
-    table = picks(hof, rows, field)
-    for t in table:
-        print(f"N={t['trees']:2d}: final stage picks test {t['pick_test_ppl']:.3f} "
-              f"(last stage's pick {t['last_stage_pick_test_ppl']:.3f}, best of the N "
-              f"{t['best_of_n_test_ppl']:.3f})  {t['pick']}")
+    tables = {}
+    for kind, field in (("kl", "val_kl_full"), ("ppl", "val_ppl_full")):
+        tables[kind] = picks(hof, rows, field)
+        for t in tables[kind]:
+            print(f"{kind} N={t['trees']:2d}: final stage picks test {t['pick_test_ppl']:.3f} "
+                  f"(last stage's pick {t['last_stage_pick_test_ppl']:.3f}, best of the N "
+                  f"{t['best_of_n_test_ppl']:.3f})  {t['pick']}")
     out = {"bench": "fidelity_final_stage", **code_version(), "fidelity": args.fidelity,
-           "fidelity_commit": fid.get("commit"), "run": str(args.run), "fitness": args.fitness,
+           "fidelity_commit": fid.get("commit"), "run": str(args.run), "run_commit": run_commit,
            "final_windows": fid["val_windows"],
            "test_windows": fid.get("best10_test_windows") or fid["test_windows"],
-           "hall_of_fame": hof, "table": table}
+           "hall_of_fame": hof, "tables": tables}
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
 
 
