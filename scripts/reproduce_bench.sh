@@ -94,6 +94,13 @@ run "$PY" -m gpsearch.cli allocate --tree trees/wanda.json --sparsity 0.7 \
   --out bench/allocation_search70 --offspring 4 --stages 512:1,1024:0.5 --generations 2 \
   --time-budget 600 --skip-uniform-test
 
+# the joint search of tree + allocation at 70% (issue 10): Wanda's tree, GBLM, RIA and the 4th tree
+# of the README run's hall of fame as the pool, 8 offspring per generation, 15 minutes
+run rm -rf bench/allocation_joint70
+run "$PY" -m gpsearch.cli allocate --tree trees/wanda.json \
+  --also-trees "trees/gblm.json;trees/ria.json;mul(add(coln(W), rown(mul(coln(W), G))), qrt(X))" \
+  --sparsity 0.7 --offspring 8 --generations 200 --time-budget 900 --out bench/allocation_joint70
+
 # SparseGPT at 70% under the uniform, OWL and searched allocations (issue 10)
 run "$PY" -m gpsearch.cli compare --methods sparsegpt --sparsity 0.7 --tree-features dense \
   --allocation uniform,owl,bench/allocation_search70/best_allocation.json --max-windows 64 \
