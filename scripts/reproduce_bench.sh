@@ -58,6 +58,10 @@ run "$PY" scripts/bench_fidelity.py --run "$SEARCH" --n 30 --best 12 --val-windo
 run "$PY" scripts/fidelity_final_stage.py bench/bench_fidelity.json "$SEARCH" \
   --out bench/fidelity_final_stage.json
 
+# Wanda's tree (dense features) on the whole test split, beside the fidelity's best 10 (434 windows)
+run "$PY" -m gpsearch.cli compare --methods trees/wanda.json --tree-features dense --sparsity 0.5 \
+  --out bench/wanda_full_test
+
 # 2b. robustness of the default search's best tree vs Wanda's tree (issue 14): terminals
 #     rescaled, 32 calibration samples instead of 128 (test split; measured on 8 windows because
 #     the machine was shared, see bench/README.md; 64 is the intended size on an idle machine)
