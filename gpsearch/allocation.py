@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 
 from .errors import UserError
 
+DEFAULT_OWL_M = 5.0  # OWL's outlier threshold, a multiple of the block's mean score (paper)
+DEFAULT_OWL_LAMBDA = 0.08  # OWL: block sparsities within target +- lambda (paper)
 TOTAL_TOL = 1e-3  # |achieved total - target| allowed, as a fraction of all pruned weights
 _EPS = 1e-6  # ratio (k + _EPS) / n makes int(ratio * n) == k despite float rounding
 

@@ -10,12 +10,11 @@ from pathlib import Path
 
 import torch
 
-from .allocation import (Allocated, Allocation, block_index, block_params, check_allocation,
-                         exact_ratios, n_blocks, outlier_ratio, owl_blocks, uniform)
+from .allocation import (DEFAULT_OWL_LAMBDA, DEFAULT_OWL_M, Allocated, Allocation, block_index,
+                         block_params, check_allocation, exact_ratios, n_blocks, outlier_ratio,
+                         owl_blocks, uniform)
 from .errors import UserError
 
-DEFAULT_OWL_M = 5.0
-DEFAULT_OWL_LAMBDA = 0.08
 
 
 @dataclass(frozen=True)
@@ -24,6 +23,11 @@ class AllocationSpec:
     path: str | None = None
     owl_m: float = DEFAULT_OWL_M
     owl_lambda: float = DEFAULT_OWL_LAMBDA
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "AllocationSpec":
+        return cls(d["kind"], d.get("path"), float(d.get("owl_m", DEFAULT_OWL_M)),
+                   float(d.get("owl_lambda", DEFAULT_OWL_LAMBDA)))
 
     def to_dict(self) -> dict:
         d = {"kind": self.kind}
@@ -52,6 +56,13 @@ def parse_spec(text: str | None, owl_m: float = DEFAULT_OWL_M,
 
     read_allocation(t)
     return AllocationSpec("file", t, owl_m, owl_lambda)
+
+
+def check_pattern(spec: AllocationSpec | None, pattern) -> None:
+    """N:M patterns fix every layer's sparsity: only uniform (or no) allocation goes with them."""
+    if spec is not None and spec.kind != "uniform" and pattern.kind == "nm":
+        raise UserError(f"--allocation {spec.path or spec.kind}: pattern {pattern} fixes every "
+                        f"layer's sparsity; a layer-wise allocation needs unstructured")
 
 
 @torch.no_grad()
@@ -89,9 +100,7 @@ def allocate(evaluator, spec: AllocationSpec | None, target: float, pattern, tre
     if spec.kind == "uniform":
         alloc = uniform(target, n_blocks(shapes))
         return Allocated(target, {n: float(target) for n in shapes}, alloc)
-    if pattern.kind == "nm":
-        raise UserError(f"--allocation {spec.kind}: pattern {pattern} fixes every layer's "
-                        f"sparsity; a layer-wise allocation needs unstructured")
+    check_pattern(spec, pattern)
     if spec.kind == "owl":
         from .tree import load_tree
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from . import __version__, search_steps
 from .errors import UserError
+from .allocation import DEFAULT_OWL_LAMBDA, DEFAULT_OWL_M
 from .models import EMBEDDED, check_placement
 
 # Defaults in one visible place. The no-argument run on 2 cores: one evaluation of SmolLM2-135M
@@ -37,7 +38,7 @@ DEFAULTS = {
     "fitness_models": "", "fitness_rescale": "", "fitness_seeds": "", "fitness_reduce": "mean",
     "transfer_model": None, "robustness": 3,
     # layer-wise sparsity (allocation_run): None = every linear at --sparsity
-    "allocation": None, "owl_m": 5.0, "owl_lambda": 0.08,
+    "allocation": None, "owl_m": DEFAULT_OWL_M, "owl_lambda": DEFAULT_OWL_LAMBDA,
     # the final stage: the best N hall-of-fame trees re-scored on more windows (0 = off)
     "final_trees": 0, "final_windows": 64,
 }
@@ -161,12 +162,10 @@ def plan(settings: dict, saved: dict | None = None) -> Plan:
 
 
 def _allocation_spec(s: dict, pattern):
-    from .allocation_run import parse_spec
+    from .allocation_run import check_pattern, parse_spec
 
-    spec = parse_spec(s.get("allocation"), s.get("owl_m", 5.0), s.get("owl_lambda", 0.08))
-    if spec is not None and spec.kind != "uniform" and pattern.kind == "nm":
-        raise UserError(f"--allocation {s['allocation']}: pattern {pattern} fixes every "
-                        f"layer's sparsity; a layer-wise allocation needs unstructured")
+    spec = parse_spec(s.get("allocation"), s["owl_m"], s["owl_lambda"])
+    check_pattern(spec, pattern)
     return spec
 
 

@@ -28,7 +28,7 @@ from typing import Callable
 import torch
 from safetensors.torch import load_model, save_model
 
-from ..allocation import per_block, ratio_of
+from ..allocation import DEFAULT_OWL_LAMBDA, DEFAULT_OWL_M, per_block, ratio_of
 from ..config import CalibConfig, EvalConfig
 from ..errors import UserError
 from ..features import collect_gradients, collect_input_stats
@@ -66,8 +66,8 @@ class IterativeConfig:
     dtype: str = "float32"
     device: str = "cpu"
     allocation: str | None = None  # layer-wise sparsity: uniform, owl or an allocation FILE.json
-    owl_m: float = 5.0
-    owl_lambda: float = 0.08
+    owl_m: float = DEFAULT_OWL_M
+    owl_lambda: float = DEFAULT_OWL_LAMBDA
 
     def __post_init__(self):
         check_sparsity(self.target_sparsity)
@@ -247,14 +247,14 @@ def run_iterative(config: IterativeConfig | dict | None = None, save_dir: str | 
                  "evaluation": ev.to_dict(), "targets": targets, "history": [],
                  "dense_ppl": evaluator.perplexity(ev)["ppl"], "finished": False}
         log(f"dense perplexity ({ev.data} {ev.split}, seqlen {ev.seqlen}): {state['dense_ppl']:.3f}")
-        alloc = run_allocation(evaluator, cfg, tree, pattern, state)
-        if alloc is not None:
-            log(f"allocation {alloc.method}: final block sparsities "
-                f"{' '.join(f'{b:.3f}' for b in alloc.blocks)}")
-    elif state.get("weights"):
+    new_allocation = "allocation" not in state
+    alloc = run_allocation(evaluator, cfg, tree, pattern, state)  # before loading: dense model
+    if alloc is not None and new_allocation:
+        log(f"allocation {alloc.method}: final block sparsities "
+            f"{' '.join(f'{b:.3f}' for b in alloc.blocks)}")
+    if state.get("weights"):  # a resumed run
         load_model(evaluator.model, str(run_dir / state["weights"]))
         log(f"resumed {run_dir} after round {len(state['history'])}")
-    alloc = run_allocation(evaluator, cfg, tree, pattern, state)
     tuner = Finetuner(evaluator.lm.tokenizer, cfg.finetune(), progress=progress)
     done_now = 0
     while len(state["history"]) < len(targets) and (max_rounds is None or done_now < max_rounds):

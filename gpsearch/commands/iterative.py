@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..allocation import DEFAULT_OWL_LAMBDA, DEFAULT_OWL_M
 from ..baselines.iterative import IterativeConfig, run_iterative
 from ..models import EMBEDDED
 
@@ -45,8 +46,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="layer-wise sparsity: uniform, owl (from the metric's dense scores) or an "
                         "allocation FILE.json for --target-sparsity; every round follows its "
                         "profile scaled to the round's sparsity (default: none, every linear alike)")
-    p.add_argument("--owl-m", type=float, default=5.0, help="OWL outlier threshold (default 5)")
-    p.add_argument("--owl-lambda", type=float, default=0.08,
+    p.add_argument("--owl-m", type=float, default=DEFAULT_OWL_M,
+                   help="OWL outlier threshold (default 5)")
+    p.add_argument("--owl-lambda", type=float, default=DEFAULT_OWL_LAMBDA,
                    help="OWL: block sparsities within the target +- lambda (default 0.08)")
     p.add_argument("--save", default=None,
                    help="run directory (state after every round; default runs/iterative_<time>)")

@@ -179,8 +179,7 @@ def _spec(d: dict | None):
         return None
     from ..allocation_run import AllocationSpec
 
-    return AllocationSpec(d["kind"], d.get("path"), float(d.get("owl_m", 5.0)),
-                          float(d.get("owl_lambda", 0.08)))
+    return AllocationSpec.from_dict(d)
 
 
 def _tensor(values):
