@@ -32,7 +32,7 @@ DEFAULTS = {
     "p_crossover": 0.5, "p_mutation": 0.5, "generations": 14, "sparsity": 0.5,
     "pattern": "unstructured", "scope": "row", "seed": 0, "seed_trees": ["known"],
     "workers": 0, "ray_address": None, "eval_timeout": None, "report": "magnitude,wanda",
-    "fitness": "kl", "stages": "512:1,2048:0.25,8192:0.125", "topk": 512, "immigrants": 2,
+    "fitness": "kl", "stages": "512:1,2048:0.25", "topk": 512, "immigrants": 2,
     "tune": 2, "device_map": None, "gpus_per_worker": 1, "report_update": 0,
     # multi-condition fitness (search/conditions.py, workers/multi.py): "" = off
     "fitness_models": "", "fitness_rescale": "", "fitness_seeds": "", "fitness_reduce": "mean",

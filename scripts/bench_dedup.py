@@ -7,7 +7,7 @@ same first-stage windows the search scored its twin on. A false merge is a hit w
 fitness differs from the fitness the search gave it. Also reports the share of the run's
 candidates resolved without a forward pass (key hits, fingerprint hits, invalid trees).
 
-    .venv/bin/python scripts/bench_dedup.py RUN_DIR [--samples 50] [--out bench/bench_dedup.json]
+    .venv/bin/python scripts/bench_dedup.py RUN_DIR [RUN_DIR ...] [--samples 50] [--out bench/bench_dedup.json]
 """
 
 from __future__ import annotations
@@ -33,26 +33,41 @@ from gpsearch.workers.serial import SerialBackend  # noqa: E402
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("run_dir")
-    ap.add_argument("--samples", type=int, default=50)
+    ap.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    ap.add_argument("--samples", type=int, default=50, help="hits sampled per run")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="bench/bench_dedup.json")
     args = ap.parse_args()
-    run = Path(args.run_dir)
+    t0 = time.perf_counter()
+    runs = [check_run(Path(d), args.samples, args.seed) for d in args.run_dirs]
+    rows = [row for run in runs for row in run["rows"]]
+    out = {
+        "bench": "dedup", **code_version(),
+        "sampled": len(rows), "false_merges": sum(not r["equal"] for r in rows),
+        "fingerprint_hits": sum(run["fingerprint_hits"] for run in runs),
+        "candidates": sum(run["candidates"] for run in runs),
+        "seconds": round(time.perf_counter() - t0, 1), "runs": runs,
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in out.items() if k != "runs"}, indent=2))
+    for run in runs:
+        print(json.dumps({k: v for k, v in run.items() if k != "rows"}))
+
+
+def check_run(run: Path, samples: int, seed: int) -> dict:
+    """Re-evaluate ``samples`` fingerprint hits of one run directory from scratch."""
     config = json.loads((run / "config.json").read_text())
     s = config["settings"]
     records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line]
     hits = [r for r in records if r["hit"] == "fingerprint"]
-    by_key = {}
-    for r in records:
-        by_key.setdefault(r["key"], r)
-    sample = random.Random(args.seed).sample(hits, min(args.samples, len(hits)))
+    sample = random.Random(seed).sample(hits, min(samples, len(hits)))
     calib = CalibConfig.from_dict(config["calibration"])
     ev = EvalConfig.from_dict(config["evaluation"])
     pattern = parse_pattern(s["pattern"], s["sparsity"], s["scope"])
     evaluator = Evaluator(s["model"], calib, s["dtype"], s["device"], s.get("cache_dir"))
     backend = SerialBackend(evaluator, s["sparsity"], pattern, ev, fitness=s.get("fitness", "ppl"),
-                            topk=s.get("topk", 512))
+                            topk=s.get("topk", 512), allocation=config.get("allocation"))
     stages = config["search"].get("stages") or []
     windows = (0, stages[0][0]) if stages else None
     rows, t0 = [], time.perf_counter()
@@ -68,12 +83,12 @@ def main() -> None:
         same = res.ok and fresh == given
         rows.append({"expr": r["simplified"], "given": given, "fresh": fresh, "equal": same,
                      "twin": r.get("fingerprint"), "error": res.error})
-        print(f"[{i + 1}/{len(sample)}] {'ok   ' if same else 'FALSE'} given {given:.6g} fresh "
-              f"{fresh:.6g}  {r['simplified'][:90]}", flush=True)
+        print(f"[{run.name} {i + 1}/{len(sample)}] {'ok   ' if same else 'FALSE'} given "
+              f"{given:.6g} fresh {fresh:.6g}  {r['simplified'][:90]}", flush=True)
     n = len(records) or 1
     skipped = {k: sum(r["hit"] == k for r in records) for k in ("key", "fingerprint", "invalid")}
-    out = {
-        "bench": "dedup", **code_version(), "run_dir": str(run),
+    return {
+        "run_dir": str(run), "run_commit": config.get("commit"),
         "run_settings": {k: s.get(k) for k in ("model", "space", "sparsity", "pattern", "fitness",
                                                 "stages", "seed", "population", "offspring")},
         "windows": list(windows) if windows else None,
@@ -83,9 +98,6 @@ def main() -> None:
         "skipped_share_total": round(sum(skipped.values()) / n, 4),
         "seconds": round(time.perf_counter() - t0, 1), "rows": rows,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
-    print(json.dumps({k: v for k, v in out.items() if k != "rows"}, indent=2))
 
 
 if __name__ == "__main__":
