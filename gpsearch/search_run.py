@@ -29,7 +29,7 @@ DEFAULTS = {
     "data": "wiki", "nsamples": 128, "seqlen": 256, "calib_seed": 0, "batch_size": 4,
     "max_windows": 8, "test_windows": 64,
     "space": "extended", "population": 16, "offspring": 16, "elite": 8, "tournament": 3,
-    "p_crossover": 0.5, "p_mutation": 0.5, "generations": 14, "sparsity": 0.5,
+    "p_crossover": 0.5, "p_mutation": 0.5, "generations": 12, "sparsity": 0.5,
     "pattern": "unstructured", "scope": "row", "seed": 0, "seed_trees": ["known"],
     "workers": 0, "ray_address": None, "eval_timeout": None, "report": "magnitude,wanda",
     "fitness": "kl", "stages": "512:1,2048:0.25", "topk": 512, "immigrants": 2,

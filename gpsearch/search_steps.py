@@ -88,9 +88,10 @@ def run_with_progress(searcher, generations: int) -> None:
 
 def rerank_final(searcher, candidates: list[dict], n: int, windows: int) -> dict | None:
     """The final stage: the first ``n`` distinct ``candidates`` (hall-of-fame entries, the
-    current best first) re-scored on the first ``windows`` validation windows, more than the last stage's, where near-ties of
-    the last stage are told apart. ``winner`` is the best of them on these windows (it replaces
-    the best tree, whichever it is)."""
+    current best first) scored on the first ``windows`` validation windows, more than the last
+    stage's, where near-ties of the last stage are told apart. The windows a tree was already
+    scored on (its per-window values in the search's cache) are not scored again. ``winner`` is
+    the best of them on these windows (it replaces the best tree, whichever it is)."""
     from .search.stages import score_of
 
     kind = searcher.cfg.fitness
@@ -101,12 +102,19 @@ def rerank_final(searcher, candidates: list[dict], n: int, windows: int) -> dict
     for c in candidates:
         by_expr.setdefault(c["expr"], c)
     out = {"windows": windows, "fitness": kind, "trees": [], "winner": None}
-    for expr, res in zip(exprs, searcher._run_backend(exprs, (0, windows))):
+    prior = {e: _scored_windows(searcher, by_expr[e], kind, windows) for e in exprs}
+    results = {}
+    for start in sorted({len(v["nll"]) for v in prior.values()}):  # usually one group
+        group = [e for e in exprs if len(prior[e]["nll"]) == start]
+        results.update(zip(group, searcher._run_backend(group, (start, windows))))
+    for expr in exprs:
+        res = results[expr]
         entry = {"expr": expr, "last_stage": by_expr[expr]["fitness"],
                  "last_stage_windows": by_expr[expr].get("windows")}
         if res.ok:
-            entry["final"] = min(score_of(kind, res.extra["nll" if kind == "ppl" else "kl"]), 1e5)
-            entry["final_ppl"] = min(score_of("ppl", res.extra["nll"]), 1e5)
+            values = {k: prior[expr][k] + list(res.extra[k]) for k in prior[expr]}
+            entry["final"] = min(score_of(kind, values["kl" if kind == "kl" else "nll"]), 1e5)
+            entry["final_ppl"] = min(score_of("ppl", values["nll"]), 1e5)
         else:
             entry["error"] = res.error
         out["trees"].append(entry)
@@ -116,6 +124,19 @@ def rerank_final(searcher, candidates: list[dict], n: int, windows: int) -> dict
         out["winner"] = {**by_expr[w["expr"]], "fitness": w["final"], "ppl": w["final_ppl"],
                          "windows": windows}
     return out
+
+
+def _scored_windows(searcher, entry: dict, kind: str, windows: int) -> dict:
+    """The per-window values the search already has for a hall entry (windows [0, n), n <
+    ``windows``), so the final stage only scores the windows it adds; empty lists when none."""
+    need = ("nll", "kl") if kind == "kl" else ("nll",)
+    rec = (getattr(searcher, "cache", None) or {}).get(entry.get("key"), {})
+    values = rec.get("values") or {}
+    if rec.get("expr") == entry["expr"] and all(k in values for k in need):
+        n = len(values["nll"])
+        if 0 < n < windows and all(len(values[k]) == n for k in need):
+            return {k: list(values[k]) for k in need}
+    return {k: [] for k in need}
 
 
 def rerank_markdown(rerank: dict | None, seqlen: int) -> str:

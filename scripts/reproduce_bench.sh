@@ -45,11 +45,31 @@ SEARCH=runs/reproduce-default-search
 run rm -rf "$SEARCH"
 run "$PY" -m gpsearch.cli search --out "$SEARCH"
 run mkdir -p bench/default_search
-for f in config.json best_tree.json hall_of_fame.csv progress.png summary.md; do
+for f in config.json log.jsonl hall_of_fame.csv progress.png summary.md; do
   run cp "$SEARCH/$f" "bench/default_search/$f"
 done
 run cp "$SEARCH/test_report/results.md" bench/default_search/test_report.md
-run "$PY" scripts/bench_dedup.py "$SEARCH" --samples 50 --out bench/bench_dedup.json
+# the 2:4 search (issue 9), the same defaults otherwise
+SEARCH24=runs/reproduce-search-24
+run rm -rf "$SEARCH24"
+run "$PY" -m gpsearch.cli search --pattern 2:4 --out "$SEARCH24"
+run mkdir -p bench/search_24
+for f in config.json log.jsonl hall_of_fame.csv progress.png summary.md tuning.json; do
+  run cp "$SEARCH24/$f" "bench/search_24/$f"
+done
+run cp "$SEARCH24/test_report/results.md" bench/search_24/test_report.md
+# the diversity ablation: the README search without random immigrants (no robustness section)
+NOIMM=runs/reproduce-no-immigrants
+run rm -rf "$NOIMM"
+run "$PY" -m gpsearch.cli search --immigrants 0 --robustness 0 --out "$NOIMM"
+run mkdir -p bench/ablation_no_immigrants
+for f in config.json log.jsonl hall_of_fame.csv progress.png summary.md; do
+  run cp "$NOIMM/$f" "bench/ablation_no_immigrants/$f"
+done
+# exact dedup: fingerprint hits of two runs re-evaluated from scratch; then the throughput of
+# the staged fitness beside the single-stage PPL one, on the README run's trees
+run "$PY" scripts/bench_dedup.py "$SEARCH" "$SEARCH24" --samples 30 --out bench/bench_dedup.json
+run "$PY" scripts/bench_throughput.py "$SEARCH" --out bench/bench_throughput.json
 # fidelity of each fitness x token budget vs the TEST PPL, over 30 trees of that run (the best 10
 # on the whole test split), then what a final stage on 64 validation windows would have picked
 run "$PY" scripts/bench_fidelity.py --run "$SEARCH" --n 30 --best 12 --val-windows 64 \

@@ -2,6 +2,7 @@
 of fame re-scored on more validation windows, the best of them chosen."""
 
 import json
+import math
 
 import pytest
 
@@ -78,3 +79,32 @@ def test_rerank_final_takes_the_best_on_the_final_windows_even_if_not_first():
     md = rerank_markdown(out, 16)
     assert "`b` **(chosen)**" in md and "error: boom" in md
     assert rerank_final(searcher, [hof[0], hof[0]], 3, 8) is None  # one tree: nothing to rank
+
+
+def test_rerank_final_scores_only_the_windows_the_search_has_not():
+    from types import SimpleNamespace
+
+    from gpsearch.search_steps import rerank_final
+    from gpsearch.workers.result import EvalResult
+
+    later = {"a": [0.5, 0.5], "b": [0.1, 0.1], "t": [0.2, 0.2, 0.2, 0.2]}  # t: tuned, not cached
+    calls = []
+
+    def run_backend(exprs, windows):
+        calls.append((list(exprs), windows))
+        return [EvalResult(expr=e, fitness=0.0, ppl=2.0, seconds=0.0,
+                           extra={"kl": later[e], "nll": [1.0] * len(later[e])}) for e in exprs]
+
+    cache = {"ka": {"expr": "a", "values": {"kl": [0.1, 0.1], "nll": [2.0, 2.0]}},
+             "kb": {"expr": "b", "values": {"kl": [0.4, 0.4], "nll": [2.0, 2.0]}}}
+    searcher = SimpleNamespace(cfg=SimpleNamespace(fitness="kl"), _run_backend=run_backend,
+                               cache=cache)
+    hof = [{"key": "ka", "expr": "a", "fitness": 0.1, "windows": 2},
+           {"key": "kb", "expr": "b", "fitness": 0.4, "windows": 2}]
+    out = rerank_final(searcher, [{"expr": "t", "fitness": 0.05}] + hof, 3, 4)
+    assert sorted(calls) == [(["a", "b"], (2, 4)), (["t"], (0, 4))]
+    final = {e["expr"]: e["final"] for e in out["trees"]}
+    assert final["a"] == pytest.approx(0.3) and final["b"] == pytest.approx(0.25)
+    assert final["t"] == pytest.approx(0.2) and out["winner"]["expr"] == "t"
+    ppl = {e["expr"]: e["final_ppl"] for e in out["trees"]}
+    assert ppl["a"] == pytest.approx(math.exp(1.5)) and ppl["t"] == pytest.approx(math.exp(1.0))
