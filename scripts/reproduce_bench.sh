@@ -125,6 +125,12 @@ run "$PY" -m gpsearch.cli allocate --tree trees/wanda.json \
   --also-trees "trees/gblm.json;trees/ria.json;mul(add(coln(W), rown(mul(coln(W), G))), qrt(X))" \
   --sparsity 0.7 --offspring 8 --generations 200 --time-budget 900 --out bench/allocation_joint70
 
+# the same joint search at 50%: the README search's best tree first, 15 minutes
+run rm -rf bench/allocation_joint50
+run "$PY" -m gpsearch.cli allocate --tree "$DEFAULT_BEST" \
+  --also-trees "trees/wanda.json;trees/ria.json;exp(mul(rown(add(coln(W), rown(mul(W, G)))), qrt(X)))" \
+  --sparsity 0.5 --offspring 8 --generations 200 --time-budget 900 --out bench/allocation_joint50
+
 # SparseGPT at 70% under the uniform, OWL and searched allocations (issue 10)
 run "$PY" -m gpsearch.cli compare --methods sparsegpt --sparsity 0.7 --tree-features dense \
   --allocation uniform,owl,bench/allocation_search70/best_allocation.json --max-windows 64 \
