@@ -130,6 +130,10 @@ run rm -rf bench/allocation_joint50
 run "$PY" -m gpsearch.cli allocate --tree "$DEFAULT_BEST" \
   --also-trees "trees/wanda.json;trees/ria.json;exp(mul(rown(add(coln(W), rown(mul(W, G)))), qrt(X)))" \
   --sparsity 0.5 --offspring 8 --generations 200 --time-budget 900 --out bench/allocation_joint50
+run rm -rf bench/allocation_joint50_resumed
+run cp -r bench/allocation_joint50 bench/allocation_joint50_resumed
+run "$PY" -m gpsearch.cli allocate --resume bench/allocation_joint50_resumed --generations 200 \
+  --time-budget 780
 
 # SparseGPT at 70% under the uniform, OWL and searched allocations (issue 10)
 run "$PY" -m gpsearch.cli compare --methods sparsegpt --sparsity 0.7 --tree-features dense \
