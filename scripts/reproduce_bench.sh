@@ -69,7 +69,8 @@ done
 # exact dedup: fingerprint hits of two runs re-evaluated from scratch; then the throughput of
 # the staged fitness beside the single-stage PPL one, on the README run's trees
 run "$PY" scripts/bench_dedup.py "$SEARCH" "$SEARCH24" --samples 30 --out bench/bench_dedup.json
-run "$PY" scripts/bench_throughput.py "$SEARCH" --out bench/bench_throughput.json
+run "$PY" scripts/bench_throughput.py "$SEARCH" --trees 32 --long-trees 6 --long-windows 32 \
+  --out bench/bench_throughput.json
 # fidelity of each fitness x token budget vs the TEST PPL, over 30 trees of that run (the best 10
 # on the whole test split), then what a final stage on 64 validation windows would have picked
 run "$PY" scripts/bench_fidelity.py --run "$SEARCH" --n 30 --best 12 --val-windows 64 \
