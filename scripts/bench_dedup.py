@@ -22,13 +22,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gpsearch.provenance import code_version  # noqa: E402
-from gpsearch.config import CalibConfig, EvalConfig  # noqa: E402
-from gpsearch.evaluator import Evaluator  # noqa: E402
-from gpsearch.masks import parse_pattern  # noqa: E402
 from gpsearch.maskcache import MaskCache  # noqa: E402
 from gpsearch.search.evaluation import capped  # noqa: E402
 from gpsearch.search.stages import score_of  # noqa: E402
 from gpsearch.workers.serial import SerialBackend  # noqa: E402
+from run_files import read_run, run_evaluator  # noqa: E402
 
 
 def main() -> None:
@@ -57,15 +55,11 @@ def main() -> None:
 
 def check_run(run: Path, samples: int, seed: int) -> dict:
     """Re-evaluate ``samples`` fingerprint hits of one run directory from scratch."""
-    config = json.loads((run / "config.json").read_text())
+    config, records = read_run(run)
     s = config["settings"]
-    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line]
     hits = [r for r in records if r["hit"] == "fingerprint"]
     sample = random.Random(seed).sample(hits, min(samples, len(hits)))
-    calib = CalibConfig.from_dict(config["calibration"])
-    ev = EvalConfig.from_dict(config["evaluation"])
-    pattern = parse_pattern(s["pattern"], s["sparsity"], s["scope"])
-    evaluator = Evaluator(s["model"], calib, s["dtype"], s["device"], s.get("cache_dir"))
+    evaluator, pattern, ev = run_evaluator(config)
     backend = SerialBackend(evaluator, s["sparsity"], pattern, ev, fitness=s.get("fitness", "ppl"),
                             topk=s.get("topk", 512), allocation=config.get("allocation"))
     stages = config["search"].get("stages") or []

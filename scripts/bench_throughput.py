@@ -26,20 +26,17 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gpsearch.provenance import code_version  # noqa: E402
-from gpsearch.config import CalibConfig, EvalConfig  # noqa: E402
-from gpsearch.evaluator import Evaluator  # noqa: E402
 from gpsearch.features import COMPUTED  # noqa: E402
 from gpsearch.maskcache import MaskCache  # noqa: E402
-from gpsearch.masks import parse_pattern  # noqa: E402
 from gpsearch.search.evaluation import capped  # noqa: E402
 from gpsearch.search.stages import promoted, score_of  # noqa: E402
 from gpsearch.workers.serial import SerialBackend  # noqa: E402
+from run_files import read_run, run_evaluator  # noqa: E402
 
 
 def timed(backend: SerialBackend, expr: str, windows: tuple[int, int], masks: bool = True,
@@ -72,22 +69,17 @@ def main() -> None:
     args = ap.parse_args()
     version = code_version()
     run = Path(args.run_dir)
-    config = json.loads((run / "config.json").read_text())
+    config, records = read_run(run)
     s = config["settings"]
     trees, seen = [], set()
-    for line in (run / "log.jsonl").read_text().splitlines():
-        r = json.loads(line) if line else {}
-        if r and r["hit"] is None and r["key"] not in seen and not r.get("error"):
+    for r in records:
+        if r["hit"] is None and r["key"] not in seen and not r.get("error"):
             seen.add(r["key"])
             trees.append(r["simplified"])
     trees = trees[:args.trees]
     stages = config["search"]["stages"]  # [[windows, fraction], ...]
-    calib = CalibConfig.from_dict(config["calibration"])
     last = args.long_windows or stages[-1][0]
-    ev = EvalConfig.from_dict(config["evaluation"])
-    ev = replace(ev, max_windows=max(ev.max_windows, last))  # the long pipeline's windows too
-    pattern = parse_pattern(s["pattern"], s["sparsity"], s["scope"])
-    evaluator = Evaluator(s["model"], calib, s["dtype"], s["device"], s.get("cache_dir"))
+    evaluator, pattern, ev = run_evaluator(config, min_windows=last)  # the long pipeline's too
     ppl = SerialBackend(evaluator, s["sparsity"], pattern, ev, fitness="ppl")
     kl = SerialBackend(evaluator, s["sparsity"], pattern, ev, fitness="kl", topk=s.get("topk", 512))
     ppl.prepare([t for t in config["space"]["terminals"] if t in COMPUTED])
