@@ -54,7 +54,7 @@ SEARCH24=runs/reproduce-search-24
 run rm -rf "$SEARCH24"
 run "$PY" -m gpsearch.cli search --pattern 2:4 --out "$SEARCH24"
 run mkdir -p bench/search_24
-for f in config.json log.jsonl hall_of_fame.csv progress.png summary.md tuning.json; do
+for f in config.json log.jsonl hall_of_fame.csv progress.png summary.md; do
   run cp "$SEARCH24/$f" "bench/search_24/$f"
 done
 run cp "$SEARCH24/test_report/results.md" bench/search_24/test_report.md
