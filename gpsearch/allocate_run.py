@@ -42,6 +42,9 @@ class AllocateSettings:
     generations: int = 50
     offspring: int = 16
     max_moves: int = 3  # level moves per mutation: 1..max_moves
+    split_max: int = 5  # attention / MLP split gene: |split| <= this (0: none)
+    p_split: float = 0.2  # probability that a mutation moves the split
+    init: str = "ramps"  # generation 0: "ramps" (depth ramps x splits, staged) or "uniform"
     fitness: str = "kl"
     stages: str = "512:1,2048:0.25,8192:0.125"
     topk: int = 512
@@ -52,6 +55,27 @@ class AllocateSettings:
     dtype: str = "float32"
     device: str = "cpu"
     cache_dir: str | None = None
+
+
+INITS = ("ramps", "uniform")
+RAMP_SLOPES = (-0.5, -0.25, 0.25, 0.5, 0.75, 1.0)  # seeds' depth slopes, x --max-shift
+SEED_SPLITS = (0, 0.5, 1.0)  # seeds' splits, x --split-max
+
+
+def attention_kind(kind: str) -> bool:
+    return "attn" in kind or "attention" in kind
+
+
+def split_ratios(shapes: dict, blocks: int) -> list[float] | None:
+    """Per block: attention weights / MLP (all other) weights; None when a block lacks either."""
+    from .allocation import block_index, kind_of
+
+    att, mlp = [0] * blocks, [0] * blocks
+    for n, (r, c) in shapes.items():
+        (att if attention_kind(kind_of(n)) else mlp)[block_index(n)] += r * c
+    if not all(att) or not all(mlp):
+        return None
+    return [a / m for a, m in zip(att, mlp)]
 
 
 def _write_json(path: Path, obj) -> None:
@@ -79,6 +103,10 @@ def check_settings(s: AllocateSettings):
         raise UserError(f"need 0 < --step <= --max-shift < 1, got {s.step}, {s.max_shift}")
     if not 0 <= s.p_tree <= 1:
         raise UserError(f"--p-tree must be in [0, 1], got {s.p_tree}")
+    if not 0 <= s.p_split <= 1 or s.split_max < 0:
+        raise UserError("need --p-split in [0, 1] and --split-max >= 0")
+    if s.init not in INITS:
+        raise UserError(f"--init must be one of {', '.join(INITS)}, got {s.init!r}")
     return tree_pool(s), parse_stages(s.stages, s.seqlen)
 
 
@@ -100,14 +128,15 @@ def run_allocate(settings: AllocateSettings | None = None, out: str | None = Non
                  progress: bool = True, plot: bool = True) -> dict:
     """Run (or continue) an allocation search; returns the summary. ``evaluator``: a resident
     model to use instead of loading ``settings.model`` (its calibration is used)."""
-    from .allocation import Allocated, Allocation, check_allocation, exact_ratios
+    from .allocation import Allocated, Allocation, check_allocation, exact_ratios, kind_of
     from .allocation_file import write_allocation
     from .config import CalibConfig, EvalConfig
     from .evaluator import Evaluator
     from .masks import parse_pattern
     from .models import set_threads
     from .provenance import code_version
-    from .search.allocation_search import Candidate, Grid, check_levels, generation
+    from .search.allocation_search import (Candidate, Grid, check_levels, generation,
+                                           seed_candidates, seed_generation)
     from .tree import to_prefix
 
     if resume:
@@ -119,6 +148,7 @@ def run_allocate(settings: AllocateSettings | None = None, out: str | None = Non
         given = cfg["settings"]
         if set(given) - known:
             raise UserError(f"{rd}/config.json: unknown settings")
+        given = {"init": "uniform", "split_max": 0, **given}  # runs from before these genes
         base = AllocateSettings(**given)
         if settings is not None:  # only the generation count / time budget may change
             base.generations, base.time_budget = settings.generations, settings.time_budget
@@ -140,7 +170,9 @@ def run_allocate(settings: AllocateSettings | None = None, out: str | None = Non
         evaluator = Evaluator(s.model, calib, s.dtype, s.device, s.cache_dir, progress=False)
     shapes = evaluator.shapes()
     blocks = 1 + max(int(n.split(".", 1)[0]) for n in shapes)
-    grid = Grid(s.sparsity, s.step, int(round(s.max_shift / s.step)), blocks)
+    shift = split_ratios(shapes, blocks) if s.split_max else None
+    grid = Grid(s.sparsity, s.step, int(round(s.max_shift / s.step)), blocks,
+                split_max=s.split_max if shift else 0, mlp_shift=tuple(shift or ()))
     val = EvalConfig(data=s.data, split="validation", seqlen=s.seqlen,
                      max_windows=stages[-1].windows, batch_size=s.batch_size)
     windows = evaluator.windows(val)
@@ -172,18 +204,27 @@ def run_allocate(settings: AllocateSettings | None = None, out: str | None = Non
     for tree in pool:
         evaluator.prepare(tree)
 
-    def sparsity_of(levels) -> Allocated:
-        alloc = Allocation(s.sparsity, grid.ratios(levels), method="search")
+    def allocation_of(levels, split: int = 0, info=None) -> Allocation:
+        kinds = {}
+        if split:
+            att, mlp = grid.kind_ratios(levels, split)
+            kinds = {k: (att if attention_kind(k) else mlp)
+                     for k in sorted({kind_of(n) for n in shapes})}
+        return Allocation(s.sparsity, grid.ratios(levels), kinds, method="search",
+                          info=info or {})
+
+    def sparsity_of(levels, split: int = 0) -> Allocated:
+        alloc = allocation_of(levels, split)
         ratios = check_allocation(alloc, shapes)
         return Allocated(s.sparsity, exact_ratios(ratios, shapes, s.sparsity), alloc)
 
     n_scored = [0]
     ranked = _ranked_scores(evaluator, pool)
 
-    def score_windows(levels, a, b, tree=0):
+    def score_windows(levels, a, b, tree=0, split=0):
         n_scored[0] += 1
         try:
-            sp = sparsity_of(levels)
+            sp = sparsity_of(levels, split)
             if ranked is None:
                 evaluator.prune(pool[tree], sp, pattern)
             else:  # the trees' scores never change: masks from their order, sorted once
@@ -202,34 +243,49 @@ def run_allocate(settings: AllocateSettings | None = None, out: str | None = Non
         index = state.get("tree_index", 0)
         if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < len(pool):
             raise UserError(f"{rd}/state.json: tree_index outside the pool of {len(pool)}")
+        split = state.get("split", 0)
+        if not isinstance(split, int) or isinstance(split, bool) or not grid.valid(
+                check_levels(state.get("levels"), grid), split):
+            raise UserError(f"{rd}/state.json: split outside the grid")
         parent = Candidate(check_levels(state.get("levels"), grid),
                            [float(v) for v in state.get("values", [])],
-                           [float(v) for v in state.get("stage_scores", [])], index)
+                           [float(v) for v in state.get("stage_scores", [])], index, split)
         gen0 = state["generation"]
     t0 = time.perf_counter()
-    bar = tqdm(range(gen0, s.generations), desc="allocate", initial=gen0, total=s.generations,
-               disable=not progress)
     uniform_score = state.get("uniform_score") if state else None
-    for g in bar:
-        rng = random.Random(s.seed * 1_000_003 + g)
-        parent, rec = generation(parent, grid, stages, s.fitness, score_windows, rng,
-                                 s.offspring, s.max_moves, len(pool), s.p_tree)
-        if uniform_score is None:
-            uniform_score = rec["parent_score"]
-        rec.update(generation=g + 1, seconds=time.perf_counter() - t0, scored=n_scored[0])
+
+    def record(g: int, rec: dict) -> None:  # log line, best file and state of generation g
+        rec.update(generation=g, seconds=time.perf_counter() - t0, scored=n_scored[0])
         with open(rd / "log.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(rec) + "\n")
-        best = Allocation(s.sparsity, grid.ratios(parent.levels), method="search",
-                          info={"tree": to_prefix(pool[parent.tree]), "fitness": s.fitness,
-                                "stages": s.stages,
-                                "score": parent.stage_scores[-1], "generation": g + 1,
-                                "uniform_score": uniform_score, **version})
-        write_allocation(best, rd / "best_allocation.json")
-        _write_json(rd / "state.json", {"generation": g + 1, "levels": list(parent.levels),
-                                        "values": parent.values,
+        info = {"tree": to_prefix(pool[parent.tree]), "fitness": s.fitness, "stages": s.stages,
+                "score": parent.stage_scores[-1], "generation": g, "split": parent.split,
+                "uniform_score": uniform_score, **version}
+        write_allocation(allocation_of(parent.levels, parent.split, info),
+                         rd / "best_allocation.json")
+        _write_json(rd / "state.json", {"generation": g, "levels": list(parent.levels),
+                                        "split": parent.split, "values": parent.values,
                                         "stage_scores": parent.stage_scores,
                                         "uniform_score": uniform_score,
                                         "tree_index": parent.tree, **version})
+
+    if state is None and s.init == "ramps":  # generation 0: ramps x splits against uniform
+        seeds = seed_candidates(grid, [x * s.max_shift for x in RAMP_SLOPES],
+                                sorted({round(x * grid.split_max) for x in SEED_SPLITS}))
+        log(f"generation 0: the uniform allocation and {len(seeds)} seeds (depth ramps x "
+            f"attention / MLP splits)")
+        parent, rec = seed_generation(parent, seeds, stages, s.fitness, score_windows, len(pool))
+        uniform_score = rec["parent_score"]
+        record(0, rec)
+    bar = tqdm(range(gen0, s.generations), desc="allocate", initial=gen0, total=s.generations,
+               disable=not progress)
+    for g in bar:
+        rng = random.Random(s.seed * 1_000_003 + g)
+        parent, rec = generation(parent, grid, stages, s.fitness, score_windows, rng,
+                                 s.offspring, s.max_moves, len(pool), s.p_tree, s.p_split)
+        if uniform_score is None:
+            uniform_score = rec["parent_score"]
+        record(g + 1, rec)
         bar.set_postfix_str(f"{s.fitness} {parent.stage_scores[-1]:.4f} (uniform "
                             f"{uniform_score:.4f})" + (f" tree {parent.tree}" if len(pool) > 1 else ""))
         if s.time_budget is not None and time.perf_counter() - t0 > s.time_budget:
@@ -266,7 +322,7 @@ def _finish(evaluator, pool, s, rd: Path, parent, sparsity_of, pattern, uniform_
     todo = [("uniform", pool[0], s.sparsity)] if s.test_uniform else []
     if s.test_uniform and parent.tree != 0:  # the chosen tree alone, without the allocation
         todo.append(("uniform, chosen tree", chosen, s.sparsity))
-    for name, tree, sp in todo + [("searched", chosen, sparsity_of(parent.levels))]:
+    for name, tree, sp in todo + [("searched", chosen, sparsity_of(parent.levels, parent.split))]:
         counts = evaluator.prune(tree, sp, pattern)
         try:
             rows[name] = {"ppl": evaluator.perplexity(test)["ppl"],
@@ -281,7 +337,8 @@ def _finish(evaluator, pool, s, rd: Path, parent, sparsity_of, pattern, uniform_
                "pool": [to_prefix(x) for x in pool], "sparsity": s.sparsity, "test": test.to_dict(),
                "val_score": {"uniform": uniform_score, "searched": parent.stage_scores[-1],
                              "fitness": s.fitness},
-               "rows": rows, "levels": list(parent.levels), **code_version()}
+               "rows": rows, "levels": list(parent.levels), "split": parent.split,
+               **code_version()}
     _write_json(rd / "summary.json", summary)
     if not plot:
         return {"run_dir": str(rd), **summary}

@@ -30,6 +30,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--offspring", type=int, default=D.offspring, help="mutants per generation")
     p.add_argument("--max-moves", type=int, default=D.max_moves,
                    help="level moves per mutation, drawn from 1..N")
+    p.add_argument("--split-max", type=int, default=D.split_max,
+                   help="attention / MLP split gene: inside every block the attention linears "
+                        "get up to this many --step levels more sparsity than the MLP ones (or "
+                        "less), the block's total unchanged; 0 turns it off")
+    p.add_argument("--p-split", type=float, default=D.p_split,
+                   help="probability that a mutation moves the split by one level")
+    p.add_argument("--init", default=D.init, choices=("ramps", "uniform"),
+                   help="generation 0: 'ramps' scores depth ramps x splits (staged) and starts "
+                        "from the best of them and uniform; 'uniform' starts from uniform")
     p.add_argument("--step", type=float, default=D.step, help="grid level (fraction of zeros)")
     p.add_argument("--max-shift", type=float, default=D.max_shift,
                    help="every block stays within sparsity +- this")
@@ -63,6 +72,7 @@ def run(args) -> int:
         nsamples=args.nsamples, seqlen=args.seqlen, calib_seed=args.calib_seed,
         batch_size=args.batch_size, step=args.step, max_shift=args.max_shift,
         generations=args.generations, offspring=args.offspring, max_moves=args.max_moves,
+        split_max=args.split_max, p_split=args.p_split, init=args.init,
         fitness=args.fitness, stages=args.stages, topk=args.topk, seed=args.seed,
         time_budget=args.time_budget, test_windows=args.test_windows,
         test_uniform=not args.skip_uniform_test, dtype=args.dtype,
