@@ -117,20 +117,31 @@ done
 run rm -rf bench/allocation_search70
 run "$PY" -m gpsearch.cli allocate --tree trees/wanda.json --sparsity 0.7 \
   --out bench/allocation_search70 --offspring 4 --stages 512:1,1024:0.5 --generations 2 \
-  --time-budget 600 --skip-uniform-test
+  --time-budget 600 --skip-uniform-test --init uniform --split-max 0
 
 # the joint search of tree + allocation at 70% (issue 10): Wanda's tree, GBLM, RIA and the 4th tree
 # of the README run's hall of fame as the pool, 8 offspring per generation, 15 minutes
 run rm -rf bench/allocation_joint70
 run "$PY" -m gpsearch.cli allocate --tree trees/wanda.json \
   --also-trees "trees/gblm.json;trees/ria.json;mul(add(coln(W), rown(mul(coln(W), G))), qrt(X))" \
-  --sparsity 0.7 --offspring 8 --generations 200 --time-budget 900 --out bench/allocation_joint70
+  --sparsity 0.7 --offspring 8 --generations 200 --time-budget 900 --init uniform --split-max 0 \
+  --out bench/allocation_joint70
+# the same pool with generation 0's ramp seeds and the attention / MLP split (the defaults since
+# 5eb450e), 24 minutes of search; then SparseGPT under the allocation it found
+run rm -rf bench/allocation_joint70_seeded
+run "$PY" -m gpsearch.cli allocate --tree trees/wanda.json \
+  --also-trees "trees/gblm.json;trees/ria.json;mul(add(coln(W), rown(mul(coln(W), G))), qrt(X))" \
+  --sparsity 0.7 --offspring 8 --time-budget 1440 --out bench/allocation_joint70_seeded
+run "$PY" -m gpsearch.cli compare --methods sparsegpt --sparsity 0.7 \
+  --allocation bench/allocation_joint70_seeded/best_allocation.json --max-windows 64 \
+  --out bench/allocation_sparsegpt70_seeded
 
 # the same joint search at 50%: the README search's best tree first, 15 minutes
 run rm -rf bench/allocation_joint50
 run "$PY" -m gpsearch.cli allocate --tree "$DEFAULT_BEST" \
   --also-trees "trees/wanda.json;trees/ria.json;exp(mul(rown(add(coln(W), rown(mul(W, G)))), qrt(X)))" \
-  --sparsity 0.5 --offspring 8 --generations 200 --time-budget 900 --out bench/allocation_joint50
+  --sparsity 0.5 --offspring 8 --generations 200 --time-budget 900 --init uniform --split-max 0 \
+  --out bench/allocation_joint50
 run rm -rf bench/allocation_joint50_resumed
 run cp -r bench/allocation_joint50 bench/allocation_joint50_resumed
 run "$PY" -m gpsearch.cli allocate --resume bench/allocation_joint50_resumed --generations 200 \
