@@ -105,6 +105,7 @@ class SearchSettings:
     fitness_models: str = SEARCH_DEFAULTS["fitness_models"]  # "A,B": multi-model fitness
     fitness_rescale: str = SEARCH_DEFAULTS["fitness_rescale"]  # "G=4,X=0.25": rescaled terminals
     fitness_seeds: str = SEARCH_DEFAULTS["fitness_seeds"]  # "1,2": other calibration seeds
+    fitness_nsamples: str = SEARCH_DEFAULTS["fitness_nsamples"]  # "32": other calibration sizes
     fitness_reduce: str = SEARCH_DEFAULTS["fitness_reduce"]  # mean or max over the conditions
     transfer_model: str | None = SEARCH_DEFAULTS["transfer_model"]  # also in the final report
     robustness: int = SEARCH_DEFAULTS["robustness"]  # summary: robustness of the best N trees

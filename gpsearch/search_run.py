@@ -35,7 +35,8 @@ DEFAULTS = {
     "fitness": "kl", "stages": "512:1,2048:0.25", "topk": 512, "immigrants": 2,
     "tune": 2, "device_map": None, "gpus_per_worker": 1, "report_update": 0,
     # multi-condition fitness (search/conditions.py, workers/multi.py): "" = off
-    "fitness_models": "", "fitness_rescale": "", "fitness_seeds": "", "fitness_reduce": "mean",
+    "fitness_models": "", "fitness_rescale": "", "fitness_seeds": "", "fitness_nsamples": "",
+    "fitness_reduce": "mean",
     "transfer_model": None, "robustness": 3,
     # layer-wise sparsity (allocation_run): None = every linear at --sparsity
     "allocation": None, "owl_m": DEFAULT_OWL_M, "owl_lambda": DEFAULT_OWL_LAMBDA,
@@ -152,7 +153,7 @@ def plan(settings: dict, saved: dict | None = None) -> Plan:
     if s["robustness"] < 0:
         raise UserError(f"--robustness must be 0 or more trees (got {s['robustness']})")
     conditions = fitness_conditions(s["fitness_models"], s["fitness_rescale"], s["fitness_seeds"],
-                                    s["model"])
+                                    s["model"], s.get("fitness_nsamples", ""))
     p = Plan(s, space, search, registry, seeds, sparsity, pattern, calib, ev,
              conditions if len(conditions) > 1 or conditions[0].label() != "baseline" else [],
              allocation)

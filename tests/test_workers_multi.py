@@ -96,7 +96,29 @@ def test_fitness_conditions_from_settings(env):
         "baseline", "G=4", "W=2+X=0.25", "seed=3",
         "model=B", "G=4+model=B", "W=2+X=0.25+model=B", "seed=3+model=B"]
     assert fitness_conditions("", "", "", "A") == [Condition()]
+    assert [c.label() for c in fitness_conditions("", "", "1", "A", "32, 8")] == [
+        "baseline", "seed=1", "nsamples=32", "nsamples=8"]
+    for bad in ("0", "x", "-3"):
+        with pytest.raises(UserError, match="fitness-nsamples"):
+            fitness_conditions("", "", "", "A", bad)
     for bad in (("", "Q=2", "", "A"), ("", "nsamples=3", "", "A"), ("", "", "x", "A"),
                 ("", "G=-1", "", "A")):
         with pytest.raises(UserError):
             fitness_conditions(*bad)
+
+
+def test_a_calibration_size_condition_scores_with_those_features(env, one_thread):
+    """nsamples=2: the condition's fitness is that of a plain backend calibrated on 2 samples."""
+    import dataclasses
+
+    multi = backend(env, [Condition(), Condition(nsamples=2)])
+    small = make_backend(0, model=env["llama"], calib=dataclasses.replace(env["calib"], nsamples=2),
+                         ev=env["ev"], sparsity=0.5, cache_dir=env["cache_dir"], fitness="kl")
+    plain = backend(env)
+    for expr in EXPRS:
+        got = multi.evaluate_one(expr, (0, 2))
+        want = [(a + b) / 2 for a, b in zip(plain.evaluate_one(expr, (0, 2)).extra["kl"],
+                                             small.evaluate_one(expr, (0, 2)).extra["kl"])]
+        assert got.extra["kl"] == pytest.approx(want, rel=1e-9, abs=1e-12)
+    # the 2-sample features really differ: a tree of X gets other masks
+    assert small.fingerprint_many(["add(W, X)"]) != plain.fingerprint_many(["add(W, X)"])

@@ -69,6 +69,8 @@ OPTS = {  # option -> (type, help)
                              "(G=4+X=0.25 = both at once)"),
     "fitness_seeds": (str, "multi-condition fitness: extra conditions with the features of these "
                            "calibration seeds, comma-separated"),
+    "fitness_nsamples": (str, "multi-condition fitness: extra conditions with the features of "
+                              "these calibration sizes (samples), comma-separated, e.g. 32"),
     "fitness_reduce": (str, "multi-condition fitness: mean, or max (the worst condition on each "
                             "window)"),
     "transfer_model": (str, "the final test report also prunes this model with the best tree, "

@@ -125,11 +125,12 @@ def default_conditions(terminals: set[str], factors=(0.25, 4.0), nsamples: int =
     return out
 
 
-def fitness_conditions(models: str, rescale: str, seeds: str, main_model: str) -> list[Condition]:
+def fitness_conditions(models: str, rescale: str, seeds: str, main_model: str,
+                       nsamples: str = "") -> list[Condition]:
     """The conditions of a multi-condition fitness: every model of ``models`` (comma-separated;
     empty: ``main_model`` alone) x (baseline, each rescaling of ``rescale``, each calibration seed
-    of ``seeds``). The main model's conditions carry no model name. One baseline condition means
-    the plain single-condition fitness."""
+    of ``seeds``, each calibration size of ``nsamples``). The main model's conditions carry no
+    model name. One baseline condition means the plain single-condition fitness."""
     names = [m.strip() for m in str(models or "").split(",") if m.strip()] or [main_model]
     variants = [Condition()] + parse_conditions(rescale or "", ("rescale",))
     for part in str(seeds or "").split(","):
@@ -139,6 +140,14 @@ def fitness_conditions(models: str, rescale: str, seeds: str, main_model: str) -
         if not part.isdigit():
             raise UserError(f"--fitness-seeds: {part!r} is not a non-negative integer")
         variants.append(Condition(seed=int(part)))
-    out = [Condition(rescale=v.rescale, seed=v.seed, model=None if m == main_model else m)
+    for part in str(nsamples or "").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if not part.isdigit() or int(part) < 1:
+            raise UserError(f"--fitness-nsamples: {part!r} is not a positive integer")
+        variants.append(Condition(nsamples=int(part)))
+    out = [Condition(rescale=v.rescale, seed=v.seed, nsamples=v.nsamples,
+                     model=None if m == main_model else m)
            for m in dict.fromkeys(names) for v in variants]
     return list(dict.fromkeys(out))
