@@ -90,6 +90,16 @@ run "$PY" -m gpsearch.cli robustness "$DEFAULT_BEST" \
   --conditions baseline,G=4,X=4,nsamples=32 --max-windows 8 --out bench/robustness_default
 run "$PY" -m gpsearch.cli robustness "$DEFAULT_BEST" \
   --conditions baseline,G=4,X=4,nsamples=32 --max-windows 64 --out bench/robustness_default64
+# (robustness_default64 was measured for the former best tree; robustness_default_best for the
+#  current one, the tree of bench/default_search/best.json)
+run "$PY" -m gpsearch.cli robustness "$DEFAULT_BEST" --nsamples 128 --seqlen 256 \
+  --conditions baseline,G=4,X=4,nsamples=32 --max-windows 64 --out bench/robustness_default_best
+# the README search with a calibration-size condition in its fitness, then its best tree's robustness
+run rm -rf bench/search_fitness_nsamples32
+run "$PY" -m gpsearch.cli search --fitness-nsamples 32 --out bench/search_fitness_nsamples32
+run "$PY" -m gpsearch.cli robustness bench/search_fitness_nsamples32/best_tree.json --nsamples 128 \
+  --seqlen 256 --conditions baseline,G=4,X=4,nsamples=32 --max-windows 64 \
+  --out bench/robustness_fitness_nsamples32
 
 # 3. the compare tables (test split, 64 windows, one calibration for every method)
 run "$PY" -m gpsearch.cli compare \
@@ -135,6 +145,11 @@ run "$PY" -m gpsearch.cli allocate --tree trees/wanda.json \
 run "$PY" -m gpsearch.cli compare --methods sparsegpt --sparsity 0.7 \
   --allocation bench/allocation_joint70_seeded/best_allocation.json --max-windows 64 \
   --out bench/allocation_sparsegpt70_seeded
+# a metric search at 70% under that allocation
+run rm -rf bench/allocation_search70_metric
+run "$PY" -m gpsearch.cli search --sparsity 0.7 --robustness 0 \
+  --allocation bench/allocation_joint70_seeded/best_allocation.json \
+  --out bench/allocation_search70_metric
 
 # the same joint search at 50%: the README search's best tree first, 15 minutes
 run rm -rf bench/allocation_joint50
