@@ -243,11 +243,10 @@ def run_allocate(settings: AllocateSettings | None = None, out: str | None = Non
         index = state.get("tree_index", 0)
         if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < len(pool):
             raise UserError(f"{rd}/state.json: tree_index outside the pool of {len(pool)}")
-        split = state.get("split", 0)
-        if not isinstance(split, int) or isinstance(split, bool) or not grid.valid(
-                check_levels(state.get("levels"), grid), split):
+        levels, split = check_levels(state.get("levels"), grid), state.get("split", 0)
+        if not isinstance(split, int) or isinstance(split, bool) or not grid.valid(levels, split):
             raise UserError(f"{rd}/state.json: split outside the grid")
-        parent = Candidate(check_levels(state.get("levels"), grid),
+        parent = Candidate(levels,
                            [float(v) for v in state.get("values", [])],
                            [float(v) for v in state.get("stage_scores", [])], index, split)
         gen0 = state["generation"]

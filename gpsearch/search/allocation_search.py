@@ -133,15 +133,13 @@ def mutate_candidate(parent: Candidate, grid: Grid, rng: random.Random, max_move
 
 def ramp_levels(grid: Grid, slope: float) -> tuple:
     """Block i at target + slope * (2i / (B - 1) - 1), rounded to the grid and clipped to it;
-    the rounding is odd-symmetric, so the levels sum to zero (None when a block leaves the
-    grid's sparsity range)."""
+    the second half mirrors the first with the opposite sign, so the levels sum to zero (None
+    when a block leaves the grid's sparsity range)."""
     n = grid.blocks
-    raw = [slope / grid.step * (2 * i / (n - 1) - 1) for i in range(n)]
-    lv = [max(-grid.max_level, min(grid.max_level, round(x))) for x in raw]
-    for i in range(n // 2):  # make the clipped / rounded values exactly odd-symmetric
-        lv[n - 1 - i] = -lv[i]
-    if n % 2:
-        lv[n // 2] = 0
+    half = [max(-grid.max_level, min(grid.max_level, round(slope / grid.step
+                                                           * (2 * i / (n - 1) - 1))))
+            for i in range(n // 2)]
+    lv = half + [0] * (n % 2) + [-v for v in reversed(half)]
     return tuple(lv) if all(grid.allowed(v) for v in lv) else None
 
 

@@ -125,6 +125,20 @@ def default_conditions(terminals: set[str], factors=(0.25, 4.0), nsamples: int =
     return out
 
 
+def _integers(text: str, option: str, least: int) -> list[int]:
+    """Comma-separated integers >= ``least`` (empty parts skipped); a bad one is a UserError."""
+    out = []
+    for part in str(text or "").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if not part.isdigit() or int(part) < least:
+            kind = "non-negative" if least == 0 else f">= {least}"
+            raise UserError(f"{option}: {part!r} is not an integer {kind}")
+        out.append(int(part))
+    return out
+
+
 def fitness_conditions(models: str, rescale: str, seeds: str, main_model: str,
                        nsamples: str = "") -> list[Condition]:
     """The conditions of a multi-condition fitness: every model of ``models`` (comma-separated;
@@ -133,20 +147,8 @@ def fitness_conditions(models: str, rescale: str, seeds: str, main_model: str,
     model name. One baseline condition means the plain single-condition fitness."""
     names = [m.strip() for m in str(models or "").split(",") if m.strip()] or [main_model]
     variants = [Condition()] + parse_conditions(rescale or "", ("rescale",))
-    for part in str(seeds or "").split(","):
-        part = part.strip()
-        if not part:
-            continue
-        if not part.isdigit():
-            raise UserError(f"--fitness-seeds: {part!r} is not a non-negative integer")
-        variants.append(Condition(seed=int(part)))
-    for part in str(nsamples or "").split(","):
-        part = part.strip()
-        if not part:
-            continue
-        if not part.isdigit() or int(part) < 1:
-            raise UserError(f"--fitness-nsamples: {part!r} is not a positive integer")
-        variants.append(Condition(nsamples=int(part)))
+    variants += [Condition(seed=v) for v in _integers(seeds, "--fitness-seeds", 0)]
+    variants += [Condition(nsamples=v) for v in _integers(nsamples, "--fitness-nsamples", 1)]
     out = [Condition(rescale=v.rescale, seed=v.seed, nsamples=v.nsamples,
                      model=None if m == main_model else m)
            for m in dict.fromkeys(names) for v in variants]
