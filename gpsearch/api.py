@@ -114,6 +114,8 @@ class SearchSettings:
     owl_lambda: float = SEARCH_DEFAULTS["owl_lambda"]  # OWL: sparsities within target +- lambda
     final_trees: int = SEARCH_DEFAULTS["final_trees"]  # the best N re-scored on final_windows
     final_windows: int = SEARCH_DEFAULTS["final_windows"]
+    pick_conditions: str = SEARCH_DEFAULTS["pick_conditions"]  # robust pick: "" = off
+    pick_reduce: str = SEARCH_DEFAULTS["pick_reduce"]  # max (worst condition) or mean
 
     def changed(self) -> dict:
         """The settings that differ from the defaults (what a resumed run may be given)."""

@@ -15,21 +15,20 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import __version__, search_steps
+from . import __version__, search_pick, search_steps
 from .errors import UserError
 from .allocation import DEFAULT_OWL_LAMBDA, DEFAULT_OWL_M
 from .models import EMBEDDED, check_placement
 
-# Defaults in one visible place. The no-argument run on 2 cores: one evaluation of SmolLM2-135M
-# on 8 validation windows x 256 tokens costs ~6 s; dedup skips about half of the candidates, so a
-# generation of 16 children takes ~45 s. Measured with 8 generations: features X + G 6.5 min,
-# search 7.5 min, test-split report 3.5 min (17.5 min). 18 generations stay under 30 minutes.
+# Defaults in one visible place. The no-argument run on 2 cores, from an empty feature cache
+# (README): model + features X, G ~9 min, a generation ~55 s, the robust pick's 32-sample
+# features + 11 trees ~2.5 min, test report + robustness ~7 min: 10 generations aim at 30 min.
 DEFAULTS = {
     "model": EMBEDDED, "dtype": "float32", "device": "cpu", "cache_dir": None,
     "data": "wiki", "nsamples": 128, "seqlen": 256, "calib_seed": 0, "batch_size": 4,
     "max_windows": 8, "test_windows": 64,
     "space": "extended", "population": 16, "offspring": 16, "elite": 8, "tournament": 3,
-    "p_crossover": 0.5, "p_mutation": 0.5, "generations": 12, "sparsity": 0.5,
+    "p_crossover": 0.5, "p_mutation": 0.5, "generations": 10, "sparsity": 0.5,
     "pattern": "unstructured", "scope": "row", "seed": 0, "seed_trees": ["known"],
     "workers": 0, "ray_address": None, "eval_timeout": None, "report": "magnitude,wanda",
     "fitness": "kl", "stages": "512:1,2048:0.25", "topk": 512, "immigrants": 2,
@@ -37,15 +36,18 @@ DEFAULTS = {
     # multi-condition fitness (search/conditions.py, workers/multi.py): "" = off
     "fitness_models": "", "fitness_rescale": "", "fitness_seeds": "", "fitness_nsamples": "",
     "fitness_reduce": "mean",
-    "transfer_model": None, "robustness": 3,
+    "transfer_model": None, "robustness": 2,
     # layer-wise sparsity (allocation_run): None = every linear at --sparsity
     "allocation": None, "owl_m": DEFAULT_OWL_M, "owl_lambda": DEFAULT_OWL_LAMBDA,
     # the final stage: the best N hall-of-fame trees re-scored on more windows (0 = off)
     "final_trees": 0, "final_windows": 64,
+    # the robust pick (search_pick): the hall of fame re-scored under these conditions; the best
+    # worst-case (or mean) score is the result ("" = off: the search's own ranking decides)
+    "pick_conditions": "nsamples=32", "pick_reduce": "max",
 }
 # What a run directory written before these settings existed ran with (kept on --resume).
 LEGACY = {"fitness": "ppl", "stages": "none", "topk": 512, "immigrants": 0, "tune": 0,
-          "allocation": None, "final_trees": 0}
+          "allocation": None, "final_trees": 0, "pick_conditions": ""}
 RUNTIME_ONLY = {"generations", "report", "report_update", "tune", "test_windows", "workers", "ray_address", "eval_timeout",
                 "cache_dir", "device_map", "gpus_per_worker",  # placement: results unchanged
                 "transfer_model", "robustness"}  # final report only
@@ -150,6 +152,11 @@ def plan(settings: dict, saved: dict | None = None) -> Plan:
 
     if s["fitness_reduce"] not in ("mean", "max"):
         raise UserError(f"--fitness-reduce must be mean or max (got {s['fitness_reduce']!r})")
+    from .search_pick import REDUCERS, pick_conditions
+
+    pick_conditions(s["pick_conditions"])  # a bad list fails before anything loads
+    if s["pick_reduce"] not in REDUCERS:
+        raise UserError(f"--pick-reduce must be max or mean (got {s['pick_reduce']!r})")
     if s["robustness"] < 0:
         raise UserError(f"--robustness must be 0 or more trees (got {s['robustness']})")
     conditions = fitness_conditions(s["fitness_models"], s["fitness_rescale"], s["fitness_seeds"],
@@ -358,6 +365,12 @@ def run_search(given: dict | None = None, out: str | None = None, resume: str | 
         if final:
             run_dir.write_json("final_stage.json", final)
             best = final["winner"] or best
+        pick = search_pick.robust_pick(p, backend, searcher, [best] + list(searcher.hof),
+                                       final["windows"] if final else p.search.stages[-1][0]
+                                       if p.search.stages else p.ev.max_windows)
+        if pick:
+            run_dir.write_json("pick.json", pick)
+            best = pick["winner"] or best
         run_dir.write_best_tree(best["expr"], searcher.pset, p.save_tree)
         run_dir.write_progress(searcher.logbook)
         rows = report_on_test(p, backend, best["expr"], run_dir.path,
@@ -372,7 +385,8 @@ def run_search(given: dict | None = None, out: str | None = None, resume: str | 
                         search_steps.sympy_form(best["expr"], p.registry), time.perf_counter() - t0,
                         best=best, tuning=tuned)
     final_md = search_steps.rerank_markdown(final, p.ev.seqlen)
-    text += "".join("\n" + md for md in (final_md, robust_md, transfer_md) if md)
+    pick_md = search_pick.pick_markdown(pick)
+    text += "".join("\n" + md for md in (final_md, pick_md, robust_md, transfer_md) if md)
     run_dir.write_summary(text)
     print(text)
     return {"run_dir": str(run_dir.path), "best": best, "rows": rows, "summary": text}

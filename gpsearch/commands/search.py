@@ -84,6 +84,11 @@ OPTS = {  # option -> (type, help)
                          "--final-windows validation windows; the best of them is the result "
                          "(0 = off: the last stage decides)"),
     "final_windows": (int, "final stage: validation windows (more than the last stage's)"),
+    "pick_conditions": (str, "robust pick: the hall of fame re-scored on the ranking windows "
+                             "under these conditions (comma-separated: nsamples=N, seed=N, "
+                             "G=4, ...); the tree with the best worst-case (--pick-reduce) score "
+                             "is the result; '' = off"),
+    "pick_reduce": (str, "robust pick: max (the worst condition) or mean"),
     "robustness": (int, "summary: robustness (terminals x 0.25 and x 4) of this many best "
                         "trees on the first-stage windows; 0 = off"),
 }
