@@ -14,6 +14,10 @@ X and H are kept in host memory (one float32 per input channel: ~0.006 bytes per
 parameter) and moved to the linear's device when a tree reads them (``Evaluator.terminals``),
 so the accelerator holds only the weights and G beside the model.
 Cached as safetensors under the cache directory, keyed by model identity + calibration config.
+``snapshots`` (smaller calibration sizes, e.g. the 32 samples of a robustness condition): when
+a size's samples are the first n of this config's (same data, seqlen, seed: the seeded draw is
+checked to be a prefix), its X and G are exactly the running statistics after n samples of this
+pass, so they are saved to the cache on the way, under that size's own key, at no extra pass.
 """
 
 from __future__ import annotations
@@ -47,21 +51,26 @@ def default_cache_dir() -> Path:
 
 @torch.no_grad()
 def collect_input_stats(model, linears, samples: torch.Tensor, batch_size: int,
-                        hessian: bool = False, progress: bool = False) -> dict:
-    """One dense forward pass over the calibration samples; returns {name: InputStats}."""
+                        hessian: bool = False, progress: bool = False, on_batch=None) -> dict:
+    """One dense forward pass over the calibration samples; returns {name: InputStats}.
+    ``on_batch(n, stats)``: called after each batch, n = the samples seen so far."""
     stats, handles = attach_stats(linears, hessian, tokens_per_sample=samples.shape[1])
     runner, dev = base_model(model), model_device(model)
     try:
         for s in tqdm(range(0, samples.shape[0], batch_size), desc="features X",
                       disable=not progress, leave=False):
             runner(input_ids=samples[s:s + batch_size].to(dev), use_cache=False)
+            if on_batch is not None:
+                on_batch(min(s + batch_size, samples.shape[0]), stats)
     finally:
         remove_hooks(handles)
     return stats
 
 
-def collect_gradients(model, linears, samples: torch.Tensor, progress: bool = False) -> dict:
-    """G for every linear: per-sample gradients squared and summed in place, then 100*sqrt."""
+def collect_gradients(model, linears, samples: torch.Tensor, progress: bool = False,
+                      on_sample=None) -> dict:
+    """G for every linear: per-sample gradients squared and summed in place, then 100*sqrt.
+    ``on_sample(n, acc)``: called after each sample with the running sums of squares."""
     if offloader(model) is not None:
         raise UserError("G needs a backward pass through the whole model, which --offload does not "
                         "support: compute G once without --offload (the cache is reused), or use "
@@ -88,6 +97,8 @@ def collect_gradients(model, linears, samples: torch.Tensor, progress: bool = Fa
         for i in tqdm(range(samples.shape[0]), desc="features G", disable=not progress, leave=False):
             ids = samples[i:i + 1].to(dev)
             model(input_ids=ids, labels=ids, use_cache=False).loss.backward()
+            if on_sample is not None:
+                on_sample(i + 1, acc)
     finally:
         torch.set_grad_enabled(grad_was)
         remove_hooks(handles)
@@ -96,6 +107,11 @@ def collect_gradients(model, linears, samples: torch.Tensor, progress: bool = Fa
             p.grad = None
         model.train(was_training)
     return {n: a.sqrt_().mul_(100.0).to(g_dtype(linears[n].weight.dtype)) for n, a in acc.items()}
+
+
+def g_from_sums(acc: dict, linears) -> dict:
+    """G from running sums of squared gradients, leaving the sums as they are."""
+    return {n: a.sqrt().mul_(100.0).to(g_dtype(linears[n].weight.dtype)) for n, a in acc.items()}
 
 
 def g_dtype(weight_dtype: torch.dtype) -> torch.dtype:
@@ -107,8 +123,10 @@ class FeatureStore:
     """Lazily computes and caches the data-dependent features of one model + calibration config."""
 
     def __init__(self, lm: LoadedModel, calib: CalibConfig, cache_dir: Path | None = None,
-                 progress: bool = False, use_cache: bool = True):
+                 progress: bool = False, use_cache: bool = True, snapshots: tuple = ()):
         self.lm, self.calib, self.progress, self.use_cache = lm, calib, progress, use_cache
+        # smaller calibration sizes whose X / G are saved to the cache on the way (see _compute)
+        self.snapshots = tuple(snapshots)
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.linears = prunable_linears(lm.model)
         self._mem: dict[str, dict[str, torch.Tensor]] = {}
@@ -152,21 +170,65 @@ class FeatureStore:
         return out
 
     def _compute(self, kind: str) -> dict:
-        model = self.lm.model
+        model, samples = self.lm.model, self.samples()
+        sizes = self._snapshot_sizes(samples, kind)
         if kind == "G":
-            return {"G": collect_gradients(model, self.linears, self.samples(), self.progress)}
-        stats = collect_input_stats(model, self.linears, self.samples(), self.calib.batch_size,
-                                    hessian=(kind == "H"), progress=self.progress)
+            def grab_g(n, acc):
+                if n in sizes:
+                    self._save_snapshot("G", n, g_from_sums(acc, self.linears))
+            return {"G": collect_gradients(model, self.linears, samples, self.progress,
+                                           on_sample=grab_g if sizes else None)}
+
+        def grab_x(n, stats):
+            if n in sizes:
+                self._save_snapshot("X", n, {name: st.x.cpu() for name, st in stats.items()})
+                if kind == "H":
+                    self._save_snapshot("H", n, {name: st.inverse_hessian_diag().cpu()
+                                                 for name, st in stats.items()})
+        stats = collect_input_stats(model, self.linears, samples, self.calib.batch_size,
+                                    hessian=(kind == "H"), progress=self.progress,
+                                    on_batch=grab_x if sizes else None)
         out = {"X": {n: st.x.cpu() for n, st in stats.items()}}
         if kind == "H":
             out["H"] = {n: st.inverse_hessian_diag().cpu() for n, st in stats.items()}
         return out
 
     def _save(self, kind: str) -> None:
-        path = self.path(kind)
+        self._write(self.path(kind), self._mem[kind], self.calib)
+
+    def _write(self, path: Path, tensors: dict, calib: CalibConfig) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        tensors = {n: t.detach().contiguous().cpu() for n, t in self._mem[kind].items()}
+        tensors = {n: t.detach().contiguous().cpu() for n, t in tensors.items()}
         save_file(tensors, str(tmp), metadata={"model": self.lm.identity,
-                                               "calib": json.dumps(self.calib.to_dict())})
+                                               "calib": json.dumps(calib.to_dict())})
         os.replace(tmp, path)
+
+    # ---- snapshots: the features of a smaller calibration size, on the way -----------------
+    def _smaller(self, n: int) -> "FeatureStore":
+        import dataclasses
+
+        return FeatureStore(self.lm, dataclasses.replace(self.calib, nsamples=n), self.cache_dir)
+
+    def _snapshot_sizes(self, samples: torch.Tensor, kind: str) -> set[int]:
+        """The sizes n of ``snapshots`` whose features are exactly those after the first n
+        samples of this pass: n's calibration samples ARE the first n of these (checked, not
+        assumed), X's batches end at n, and n's cache file does not exist yet."""
+        out = set()
+        for n in self.snapshots:
+            if not (self.use_cache and 0 < n < samples.shape[0]):
+                continue
+            if kind != "G" and n % self.calib.batch_size:
+                continue
+            small = self._smaller(n)
+            kinds = ("X", "H") if kind == "H" else (kind,)
+            if all(small.path(k).is_file() for k in kinds) or \
+                    not torch.equal(small.samples(), samples[:n]):
+                continue
+            out.add(n)
+        return out
+
+    def _save_snapshot(self, kind: str, n: int, tensors: dict) -> None:
+        small = self._smaller(n)
+        if not small.path(kind).is_file():
+            self._write(small.path(kind), tensors, small.calib)

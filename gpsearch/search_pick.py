@@ -39,6 +39,25 @@ def pick_conditions(text: str | None) -> list:
     return [c for c in parse_conditions(text or "", ALLOWED) if c != Condition()]
 
 
+def pick_text(settings: dict) -> str:
+    """The pick, as a clause of the run's fitness text ("" when off)."""
+    conds = pick_conditions(settings.get("pick_conditions"))
+    if not conds:
+        return ""
+    how = "worst" if settings.get("pick_reduce", "max") == "max" else "mean"
+    return (f"; result: the hall-of-fame tree with the best {how} score over baseline, "
+            f"{', '.join(c.label() for c in conds)} (robust pick)")
+
+
+def snapshot_sizes(p) -> tuple:
+    """The smaller calibration sizes (same seed, same model) that the pick or the fitness
+    conditions of plan ``p`` score: the main feature pass caches them on the way."""
+    conds = [c for c in p.conditions if c.model is None]
+    conds += pick_conditions(p.settings.get("pick_conditions"))
+    return tuple(sorted({c.nsamples for c in conds if c.nsamples and c.seed is None
+                         and c.nsamples < p.calib.nsamples}))
+
+
 def combine(scores: list[float], how: str) -> float:
     if how not in REDUCERS:
         raise ValueError(f"unknown reduction {how!r}")
@@ -70,14 +89,16 @@ def robust_pick(p, backend, searcher, candidates: list[dict], windows: int) -> d
         return {**out, "skipped": "the evaluations ran on Ray workers: this process holds no "
                                   "resident model"}
     t0 = time.perf_counter()
+    print(f"robust pick: {len(exprs)} trees x {len(labels)} conditions ({', '.join(labels)}) on "
+          f"{windows} validation windows", flush=True)
     scores = {e: {"baseline": _baseline(searcher, by_expr[e], kind, windows)} for e in exprs}
     redo = [e for e in exprs if scores[e]["baseline"] is None]
-    for e, res in zip(redo, searcher._run_backend(redo, (0, windows))):
+    for e, res in zip(redo, searcher._run_backend(redo, (0, windows)) if redo else []):
         scores[e]["baseline"] = _score(res, kind, score_of)
     for c in conds:
         b = _condition_backend(p, evaluator, c)
-        for e, res in zip(exprs, b.evaluate_many(exprs, (0, windows))):
-            scores[e][c.label()] = _score(res, kind, score_of)
+        for e, sc in _condition_scores(b, exprs, windows, kind).items():
+            scores[e][c.label()] = sc
     for i, e in enumerate(exprs):
         vals = [scores[e][lb][0] for lb in labels]
         out["trees"].append({"expr": e, "scores": {lb: scores[e][lb][0] for lb in labels},
@@ -87,6 +108,23 @@ def robust_pick(p, backend, searcher, candidates: list[dict], windows: int) -> d
     out["winner"] = {**by_expr[best["expr"]], "pick": best["combined"]}
     out["seconds"] = time.perf_counter() - t0
     return out
+
+
+def _condition_scores(b, exprs: list[str], windows: int, kind: str) -> dict:
+    """expr -> (score, ppl) under one condition's backend; trees with the same masks there
+    (equal fingerprints) share one forward pass, an invalid one scores inf."""
+    from .search.stages import score_of
+
+    fps = list(b.fingerprint_many(exprs)) if hasattr(b, "fingerprint_many") else [None] * len(exprs)
+    first = {}
+    for e, fp in zip(exprs, fps):
+        first.setdefault(fp or e, e)
+    todo = [e for e, fp in zip(exprs, fps)
+            if first[fp or e] == e and not (fp or "").startswith("invalid:")]
+    results = dict(zip(todo, b.evaluate_many(todo, (0, windows)))) if todo else {}
+    inf = (float("inf"), float("inf"))
+    return {e: inf if (fp or "").startswith("invalid:") else
+            _score(results[first[fp or e]], kind, score_of) for e, fp in zip(exprs, fps)}
 
 
 def _baseline(searcher, entry: dict, kind: str, windows: int):

@@ -21,20 +21,21 @@ from .allocation import DEFAULT_OWL_LAMBDA, DEFAULT_OWL_M
 from .models import EMBEDDED, check_placement
 
 # Defaults in one visible place. The no-argument run on 2 cores, from an empty feature cache
-# (README): model + features X, G ~9 min, a generation ~55 s, the robust pick's 32-sample
-# features + 11 trees ~2.5 min, test report + robustness ~7 min: 10 generations aim at 30 min.
+# (README): model + features X, G ~9.5 min (the 32-sample ones on the way), a generation ~2 min
+# (every candidate scored with 128- and 32-sample features), test report + robustness ~7.5 min:
+# 4 generations after the initial one aim at 30 min.
 DEFAULTS = {
     "model": EMBEDDED, "dtype": "float32", "device": "cpu", "cache_dir": None,
     "data": "wiki", "nsamples": 128, "seqlen": 256, "calib_seed": 0, "batch_size": 4,
     "max_windows": 8, "test_windows": 64,
     "space": "extended", "population": 16, "offspring": 16, "elite": 8, "tournament": 3,
-    "p_crossover": 0.5, "p_mutation": 0.5, "generations": 10, "sparsity": 0.5,
+    "p_crossover": 0.5, "p_mutation": 0.5, "generations": 4, "sparsity": 0.5,
     "pattern": "unstructured", "scope": "row", "seed": 0, "seed_trees": ["known"],
     "workers": 0, "ray_address": None, "eval_timeout": None, "report": "magnitude,wanda",
     "fitness": "kl", "stages": "512:1,2048:0.25", "topk": 512, "immigrants": 2,
     "tune": 2, "device_map": None, "gpus_per_worker": 1, "report_update": 0,
     # multi-condition fitness (search/conditions.py, workers/multi.py): "" = off
-    "fitness_models": "", "fitness_rescale": "", "fitness_seeds": "", "fitness_nsamples": "",
+    "fitness_models": "", "fitness_rescale": "", "fitness_seeds": "", "fitness_nsamples": "32",
     "fitness_reduce": "mean",
     "transfer_model": None, "robustness": 2,
     # layer-wise sparsity (allocation_run): None = every linear at --sparsity
@@ -43,11 +44,11 @@ DEFAULTS = {
     "final_trees": 0, "final_windows": 64,
     # the robust pick (search_pick): the hall of fame re-scored under these conditions; the best
     # worst-case (or mean) score is the result ("" = off: the search's own ranking decides)
-    "pick_conditions": "nsamples=32", "pick_reduce": "max",
+    "pick_conditions": "", "pick_reduce": "max",
 }
 # What a run directory written before these settings existed ran with (kept on --resume).
 LEGACY = {"fitness": "ppl", "stages": "none", "topk": 512, "immigrants": 0, "tune": 0,
-          "allocation": None, "final_trees": 0, "pick_conditions": ""}
+          "allocation": None, "final_trees": 0, "pick_conditions": "", "fitness_nsamples": ""}
 RUNTIME_ONLY = {"generations", "report", "report_update", "tune", "test_windows", "workers", "ray_address", "eval_timeout",
                 "cache_dir", "device_map", "gpus_per_worker",  # placement: results unchanged
                 "transfer_model", "robustness"}  # final report only
@@ -204,14 +205,15 @@ def fitness_text(p: Plan) -> str:
         f"KL to the dense model (top-{s['topk']} + tail)"
     if not p.search.stages:
         return (f"{what} on {p.ev.max_windows} windows x {seqlen} tokens, dense features"
-                f"{conditions_text(p)}{allocation_text(p)}")
+                f"{conditions_text(p)}{allocation_text(p)}{search_pick.pick_text(p.settings)}")
     parts = ", ".join(f"{w * seqlen} tokens for {f:.0%}" for w, f in p.search.stages)
     if s["final_trees"] > 1:
         parts += (f"; final stage: the best {s['final_trees']} trees on "
                   f"{s['final_windows'] * seqlen} tokens")
     return (f"{what}, dense features, in stages ({parts} of each generation's new candidates); "
             f"selection on the first stage, hall of fame on the last{conditions_text(p)}"
-            f"{allocation_text(p)}")
+            f"{allocation_text(p)}{search_pick.pick_text(p.settings)}")
+
 
 
 def conditions_text(p: Plan) -> str:
@@ -276,7 +278,8 @@ def build_backend(p: Plan):
                            fitness=s["fitness"], topk=s["topk"], device_map=s.get("device_map"),
                            gpus_per_worker=(1 if s.get("gpus_per_worker") is None else s["gpus_per_worker"]),
                            conditions=p.conditions, reduce=s["fitness_reduce"],
-                           allocation=p.allocation.to_dict() if p.allocation else None)
+                           allocation=p.allocation.to_dict() if p.allocation else None,
+                           snapshots=search_pick.snapshot_sizes(p))
     for b in getattr(backend, "backends", [backend]):
         if hasattr(b, "evaluator"):
             if p.allocation is not None and p.allocation.kind != "owl":

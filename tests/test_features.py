@@ -137,3 +137,50 @@ def test_cached_float32_g_is_cast_on_load_for_a_16_bit_model(tmp_path, tokenizer
     assert bf.computed == []  # loaded from the float32 file
     assert all(g16[n].dtype == torch.bfloat16 and torch.equal(g16[n], g32[n].to(torch.bfloat16))
                for n in g32)
+
+
+@pytest.mark.parametrize("make", [make_llama, make_opt])
+def test_snapshots_cache_exactly_the_features_of_the_smaller_calibration(make, tmp_path,
+                                                                         tokenizer, corpus):
+    lm = loaded(make(), tokenizer)
+    big = CalibConfig(data=corpus, nsamples=8, seqlen=16, batch_size=2)
+    store = FeatureStore(lm, big, tmp_path / "c", snapshots=(4, 5, 8, 12))
+    store.get("X")
+    store.get("G")
+    store.get("H")
+    files = sorted(p.name.split("-")[0] for p in (tmp_path / "c" / "features").iterdir())
+    # 4: X, G, H; 5: G only (X's batches of 2 end at 4 and 6); 8 is the pass itself, 12 > 8
+    assert files == ["G", "G", "G", "H", "H", "X", "X"]
+    for n, kinds in ((4, ("X", "G", "H")), (5, ("G",))):
+        small = CalibConfig(data=corpus, nsamples=n, seqlen=16, batch_size=2)
+        cached = FeatureStore(lm, small, tmp_path / "c")
+        fresh = FeatureStore(lm, small, tmp_path / "none", use_cache=False)
+        assert torch.equal(fresh.samples(), store.samples()[:n])
+        for kind in kinds:
+            assert cached.path(kind).is_file()
+            got, want = cached.get(kind), fresh.get(kind)
+            assert set(got) == set(want)
+            for name in want:  # bit for bit: the same arithmetic in the same order
+                assert torch.equal(got[name], want[name]), (n, kind, name)
+        if "X" not in kinds:
+            assert not cached.path("X").is_file()
+    # the features of the pass itself are unchanged by taking snapshots
+    plain = FeatureStore(lm, big, tmp_path / "plain")
+    for kind in ("X", "G", "H"):
+        for name, t in plain.get(kind).items():
+            assert torch.equal(t, store.get(kind)[name])
+
+
+def test_no_snapshot_when_the_smaller_draw_is_not_a_prefix(tmp_path, tokenizer, corpus,
+                                                           monkeypatch):
+    import gpsearch.features as features
+
+    lm = loaded(make_llama(), tokenizer)
+    real = features.calibration_samples
+    # another seeded draw for the smaller size: its features are not the pass's first samples
+    monkeypatch.setattr(features, "calibration_samples",
+                        lambda tok, c: real(tok, c) if c.nsamples == 8 else real(tok, c).flip(0))
+    store = FeatureStore(lm, CalibConfig(data=corpus, nsamples=8, seqlen=16, batch_size=2),
+                         tmp_path, snapshots=(4,))
+    store.get("X")
+    assert [p.name.split("-")[0] for p in (tmp_path / "features").iterdir()] == ["X"]

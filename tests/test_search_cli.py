@@ -21,7 +21,7 @@ def tiny(tmp_path, tokenizer):
     corpus = write_corpus(tmp_path / "corpus.txt")
     return ["--model", str(model_dir), "--data", corpus, "--nsamples", "4", "--seqlen", "16",
             "--batch-size", "4", "--stages", "32:1,64:0.5", "--test-windows", "4",
-            "--cache-dir", str(tmp_path / "cache"), "--pick-conditions", ""]
+            "--cache-dir", str(tmp_path / "cache"), "--pick-conditions", "", "--fitness-nsamples", ""]
 
 
 def test_small_real_search_writes_the_run_directory(tiny, tmp_path, capsys):

@@ -38,6 +38,30 @@ class _Backend:
         return [_result(e, self.kl[e]) for e in exprs]
 
 
+class _FingerprintedBackend(_Backend):
+    def __init__(self, kl, fps):
+        super().__init__(kl)
+        self.fps = fps
+
+    def fingerprint_many(self, exprs):
+        return [self.fps[e] for e in exprs]
+
+
+def test_pick_scores_equal_masks_once_and_invalid_trees_as_inf(monkeypatch):
+    cond = _FingerprintedBackend({"a": [0.4, 0.4], "b": [9.0, 9.0], "c": [0.3, 0.3]},
+                                 {"a": "m1", "b": "m1", "c": "invalid: constant"})
+    monkeypatch.setattr(search_pick, "_condition_backend", lambda p, ev, c: cond)
+    cache = {k: {"expr": k, "values": {"kl": [v, v], "nll": [0.5, 0.5]}}
+             for k, v in (("a", 0.2), ("b", 0.1), ("c", 0.05))}
+    searcher = SimpleNamespace(cache=cache, _run_backend=lambda *a: pytest.fail("cached"))
+    hof = [{"key": e, "expr": e} for e in "abc"]
+    out = search_pick.robust_pick(_plan(), SimpleNamespace(evaluator=object()), searcher, hof, 2)
+    assert cond.calls == [(["a"], (0, 2))]  # b has a's masks, c is invalid: no forward pass
+    by = {t["expr"]: t["scores"]["nsamples=32"] for t in out["trees"]}
+    assert by["a"] == by["b"] == pytest.approx(0.4) and by["c"] == float("inf")
+    assert out["winner"]["expr"] == "a"  # a, b tie at 0.4 worst: the earlier
+
+
 def _plan(conditions="nsamples=32", reduce="max", multi=()):
     return SimpleNamespace(settings={"pick_conditions": conditions, "pick_reduce": reduce},
                            search=SimpleNamespace(fitness="kl"), conditions=list(multi))
@@ -132,6 +156,7 @@ def test_search_picks_by_the_worst_condition_end_to_end(tiny, tmp_path):  # noqa
     assert f"`{winner['expr']}` **(chosen)**" in summary
     config = json.loads((out / "config.json").read_text())
     assert config["settings"]["pick_conditions"] == "nsamples=8"
+    assert "robust pick" in config["fitness"]
 
 
 def test_pick_refusals_write_nothing(tiny, tmp_path, capsys):  # noqa: F811
@@ -141,3 +166,21 @@ def test_pick_refusals_write_nothing(tiny, tmp_path, capsys):  # noqa: F811
     assert main(base + ["--pick-reduce", "median"]) == 2
     assert "--pick-reduce must be max or mean" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_run_from_before_the_pick_resumes_without_it(tiny, tmp_path):  # noqa: F811
+    out = tmp_path / "run"
+    args = [a for a in tiny]
+    args[args.index("--pick-conditions") + 1] = "nsamples=8"
+    base = ["search", *args, "--population", "4", "--offspring", "4", "--elite", "2", "--seed", "1",
+            "--robustness", "0", "--report", "none", "--tune", "0"]
+    assert main(base + ["--generations", "1", "--out", str(out)]) == 0
+    assert (out / "pick.json").exists()
+    (out / "pick.json").unlink()
+    config = json.loads((out / "config.json").read_text())
+    for k in ("pick_conditions", "pick_reduce"):  # what an older gpsearch wrote
+        del config["settings"][k]
+    (out / "config.json").write_text(json.dumps(config))
+    assert main(["search", "--resume", str(out), "--generations", "2", "--report", "none"]) == 0
+    assert not (out / "pick.json").exists()
+    assert "## Robust pick" not in (out / "summary.md").read_text()

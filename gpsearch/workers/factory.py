@@ -21,7 +21,8 @@ def make_backend(workers: int = 0, address: str | None = None, *, model: str = E
                  fitness: str = "ppl", topk: int = 512, worker_cls: type | None = None,
                  device_map: str | None = None, gpus_per_worker: int = 1,
                  conditions: list | None = None, reduce: str = "mean",
-                 rescale: dict | None = None, allocation: dict | None = None):
+                 rescale: dict | None = None, allocation: dict | None = None,
+                 snapshots: tuple = ()):
     """A backend with ``evaluate_many(exprs) -> list[EvalResult]``, ``evaluate_one`` and ``close``.
 
     workers, address: ``workers`` in (0, 1) with no ``address`` -> ``SerialBackend`` in this
@@ -47,6 +48,8 @@ def make_backend(workers: int = 0, address: str | None = None, *, model: str = E
     allocation: an ``allocation_run.AllocationSpec`` as a dict (None: every linear at
         ``sparsity``): each candidate is pruned at its layer-wise sparsities.
     evaluator: serial only, an already built ``Evaluator`` to reuse (tests, notebooks).
+    snapshots: serial only, smaller calibration sizes whose features the main model's feature
+        pass also caches (``features.FeatureStore``): later conditions load them.
     fitness, topk: "ppl" or "kl" (to the dense model, top-``topk`` reference; see ``fitness``).
     worker_cls: Ray only, the actor class (default ``actor.EvalWorker``; tests inject faults
         with a subclass).
@@ -65,8 +68,8 @@ def make_backend(workers: int = 0, address: str | None = None, *, model: str = E
             mode=mode, dtype=dtype, device=device, cache_dir=cache_dir, progress=progress,
             features=features, eval_timeout=eval_timeout, max_retries=max_retries,
             resources=resources, fitness=fitness, topk=topk, worker_cls=worker_cls,
-            device_map=device_map, gpus_per_worker=gpus_per_worker, allocation=allocation),
-            evaluator)
+            device_map=device_map, gpus_per_worker=gpus_per_worker, allocation=allocation,
+            snapshots=snapshots), evaluator)
     if workers < 0:
         raise UserError(f"--workers must be 0 or more (got {workers})")
     calib = CalibConfig.from_dict(calib) if isinstance(calib, dict) else (calib or CalibConfig())
@@ -83,6 +86,7 @@ def make_backend(workers: int = 0, address: str | None = None, *, model: str = E
         if evaluator is None:
             evaluator = Evaluator(model, calib, dtype, device, cache_dir, progress,
                                   device_map=device_map)
+        evaluator.features.snapshots = tuple(snapshots)
         for kind in features:
             evaluator.features.get(kind)
         return SerialBackend(evaluator, sparsity, pat, ev, mode, fitness=fitness, topk=topk,
@@ -151,6 +155,7 @@ def _multi_backend(workers, address, conditions, reduce, kw: dict, evaluator=Non
                 evaluators[model] = Evaluator(model, calib, kw["dtype"], kw["device"],
                                               kw["cache_dir"], kw["progress"],
                                               device_map=kw["device_map"])
+                evaluators[model].features.snapshots = tuple(kw["snapshots"])
             fc = _condition_calib(calib, c)
             b = SerialBackend(evaluators[model], kw["sparsity"], pat, ev, kw["mode"],
                               fitness=kw["fitness"], topk=kw["topk"], rescale=c.factors,
