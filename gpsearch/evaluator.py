@@ -121,9 +121,8 @@ class Evaluator:
     def prepare(self, tree: Node) -> None:
         """Compute (or load) the features the tree needs, so later timings exclude them."""
         needed = terminals_used(tree)
-        for kind, terms in (("X", {"X", "S"}), ("G", {"G"}), ("H", {"H"})):
-            if needed & terms:
-                self.features.get(kind)
+        self.features.get_all([kind for kind, terms in (("X", {"X", "S"}), ("G", {"G"}),
+                                                        ("H", {"H"})) if needed & terms])
 
     # ---- pruning ------------------------------------------------------------------------------
     @torch.no_grad()

@@ -153,12 +153,19 @@ class FeatureStore:
             if self.use_cache and path.is_file():
                 self._mem[kind] = self._placed(kind, load_file(str(path)))
             else:
-                self._mem.update(self._compute(kind))
-                self.computed.append(kind)
+                new = self._compute(kind)
+                self._mem.update(new)
+                self.computed = list(dict.fromkeys([*self.computed, kind, *new]))
                 if self.use_cache:
                     for k in ({kind, "X", "H"} & set(self._mem)) if kind != "G" else {kind}:
                         self._save(k)
         return self._mem[kind]
+
+    def get_all(self, kinds) -> None:
+        """Load or compute several kinds; H first, since its pass yields X too (one pass)."""
+        for kind in sorted(set(kinds), key=lambda k: ("H", "X", "G").index(k)
+                           if k in ("H", "X", "G") else 3):
+            self.get(kind)
 
     def _placed(self, kind: str, tensors: dict) -> dict:
         """Loaded tensors where they live: G on its linear's device in its storage dtype (see

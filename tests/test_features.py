@@ -184,3 +184,21 @@ def test_no_snapshot_when_the_smaller_draw_is_not_a_prefix(tmp_path, tokenizer, 
                          tmp_path, snapshots=(4,))
     store.get("X")
     assert [p.name.split("-")[0] for p in (tmp_path / "features").iterdir()] == ["X"]
+
+
+def test_get_all_takes_x_from_the_h_pass_bit_for_bit(tmp_path, tokenizer, corpus, monkeypatch):
+    import gpsearch.features as features
+
+    lm = loaded(make_llama(), tokenizer)
+    calib = CalibConfig(data=corpus, nsamples=6, seqlen=16, batch_size=2)
+    x_only = FeatureStore(lm, calib, tmp_path / "a").get("X")
+    passes = []
+    real = features.collect_input_stats
+    monkeypatch.setattr(features, "collect_input_stats",
+                        lambda *a, **k: passes.append(k.get("hessian")) or real(*a, **k))
+    store = FeatureStore(lm, calib, tmp_path / "b")
+    store.get_all(["X", "G", "H"])
+    assert passes == [True]  # one forward pass for X and H
+    assert store.computed == ["H", "X", "G"] and store.path("X").is_file()
+    for name, t in x_only.items():
+        assert torch.equal(store.get("X")[name], t)

@@ -58,8 +58,7 @@ class EvalWorker:
         """Load (or compute and cache) the features; says which kinds were computed here."""
         import torch
 
-        for kind in kinds:
-            self.evaluator.features.get(kind)
+        self.evaluator.features.get_all(kinds)
         return {"pid": os.getpid(), "threads": torch.get_num_threads(),
                 "computed": list(self.evaluator.features.computed)}
 

@@ -87,8 +87,7 @@ def make_backend(workers: int = 0, address: str | None = None, *, model: str = E
             evaluator = Evaluator(model, calib, dtype, device, cache_dir, progress,
                                   device_map=device_map)
         evaluator.features.snapshots = tuple(snapshots)
-        for kind in features:
-            evaluator.features.get(kind)
+        evaluator.features.get_all(features)
         return SerialBackend(evaluator, sparsity, pat, ev, mode, fitness=fitness, topk=topk,
                              rescale=rescale, allocation=allocation)
     from .ray_backend import RayBackend

@@ -68,8 +68,7 @@ class SerialBackend:
     def prepare(self, kinds) -> None:
         """Compute (or load) the feature kinds of this backend's calibration."""
         with self.condition():
-            for kind in kinds:
-                self.evaluator.features.get(kind)
+            self.evaluator.features.get_all(kinds)
 
     def dense_nll(self) -> list[float]:
         """Per-window NLL of the DENSE model on every validation window (computed once)."""
