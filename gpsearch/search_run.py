@@ -161,7 +161,7 @@ def plan(settings: dict, saved: dict | None = None) -> Plan:
     if s["robustness"] < 0:
         raise UserError(f"--robustness must be 0 or more trees (got {s['robustness']})")
     conditions = fitness_conditions(s["fitness_models"], s["fitness_rescale"], s["fitness_seeds"],
-                                    s["model"], s.get("fitness_nsamples", ""))
+                                    s["model"], s.get("fitness_nsamples", ""), s["nsamples"])
     p = Plan(s, space, search, registry, seeds, sparsity, pattern, calib, ev,
              conditions if len(conditions) > 1 or conditions[0].label() != "baseline" else [],
              allocation)

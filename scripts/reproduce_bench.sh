@@ -49,6 +49,17 @@ for f in config.json log.jsonl hall_of_fame.csv progress.png summary.md; do
   run cp "$SEARCH/$f" "bench/default_search/$f"
 done
 run cp "$SEARCH/test_report/results.md" bench/default_search/test_report.md
+# the single-condition default before 2026-12-02, and the same search with the robust pick
+for spec in "default_search_single:14:" "search_robust_pick:10:nsamples=32"; do
+  IFS=: read -r name gens pick <<<"$spec"
+  run rm -rf "runs/reproduce-$name"
+  run "$PY" -m gpsearch.cli search --fitness-nsamples "" --generations "$gens" \
+    --pick-conditions "$pick" --out "runs/reproduce-$name"
+  run mkdir -p "bench/$name"
+  for f in config.json log.jsonl hall_of_fame.csv progress.png summary.md; do
+    run cp "runs/reproduce-$name/$f" "bench/$name/$f"
+  done
+done
 # the 2:4 search (issue 9), the same defaults otherwise
 SEARCH24=runs/reproduce-search-24
 run rm -rf "$SEARCH24"
@@ -90,13 +101,17 @@ run "$PY" -m gpsearch.cli robustness "$DEFAULT_BEST" \
   --conditions baseline,G=4,X=4,nsamples=32 --max-windows 8 --out bench/robustness_default
 run "$PY" -m gpsearch.cli robustness "$DEFAULT_BEST" \
   --conditions baseline,G=4,X=4,nsamples=32 --max-windows 64 --out bench/robustness_default64
-# (robustness_default64 was measured for the former best tree; robustness_default_best for the
-#  current one, the tree of bench/default_search/best.json)
+# (robustness_default64 was measured for an earlier best tree, robustness_single_best for the
+#  single-condition default's, bench/default_search_single/best.json; robustness_default_best
+#  for the current one, the tree of bench/default_search/best.json)
+SINGLE_BEST="$(python3 -c 'import json; print(json.load(open("bench/default_search_single/best.json"))["best_tree"])')"
+run "$PY" -m gpsearch.cli robustness "$SINGLE_BEST" --nsamples 128 --seqlen 256 \
+  --conditions baseline,G=4,X=4,nsamples=32 --max-windows 64 --out bench/robustness_single_best
 run "$PY" -m gpsearch.cli robustness "$DEFAULT_BEST" --nsamples 128 --seqlen 256 \
   --conditions baseline,G=4,X=4,nsamples=32 --max-windows 64 --out bench/robustness_default_best
 # the README search with a calibration-size condition in its fitness, then its best tree's robustness
 run rm -rf bench/search_fitness_nsamples32
-run "$PY" -m gpsearch.cli search --fitness-nsamples 32 --out bench/search_fitness_nsamples32
+run "$PY" -m gpsearch.cli search --fitness-nsamples 32 --generations 12 --out bench/search_fitness_nsamples32
 run "$PY" -m gpsearch.cli robustness bench/search_fitness_nsamples32/best_tree.json --nsamples 128 \
   --seqlen 256 --conditions baseline,G=4,X=4,nsamples=32 --max-windows 64 \
   --out bench/robustness_fitness_nsamples32

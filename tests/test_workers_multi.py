@@ -98,6 +98,11 @@ def test_fitness_conditions_from_settings(env):
     assert fitness_conditions("", "", "", "A") == [Condition()]
     assert [c.label() for c in fitness_conditions("", "", "1", "A", "32, 8")] == [
         "baseline", "seed=1", "nsamples=32", "nsamples=8"]
+    # the baseline's own calibration size is the baseline: with --nsamples 32 the default
+    # --fitness-nsamples 32 adds nothing
+    assert fitness_conditions("", "", "", "A", "32", main_nsamples=32) == [Condition()]
+    assert [c.label() for c in fitness_conditions("", "", "", "A", "32,8", 32)] == [
+        "baseline", "nsamples=8"]
     for bad in ("0", "x", "-3"):
         with pytest.raises(UserError, match="fitness-nsamples"):
             fitness_conditions("", "", "", "A", bad)

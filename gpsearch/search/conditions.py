@@ -140,15 +140,17 @@ def _integers(text: str, option: str, least: int) -> list[int]:
 
 
 def fitness_conditions(models: str, rescale: str, seeds: str, main_model: str,
-                       nsamples: str = "") -> list[Condition]:
+                       nsamples: str = "", main_nsamples: int | None = None) -> list[Condition]:
     """The conditions of a multi-condition fitness: every model of ``models`` (comma-separated;
     empty: ``main_model`` alone) x (baseline, each rescaling of ``rescale``, each calibration seed
-    of ``seeds``, each calibration size of ``nsamples``). The main model's conditions carry no
-    model name. One baseline condition means the plain single-condition fitness."""
+    of ``seeds``, each calibration size of ``nsamples`` other than ``main_nsamples``, the
+    baseline's own). The main model's conditions carry no model name. One baseline condition
+    means the plain single-condition fitness."""
     names = [m.strip() for m in str(models or "").split(",") if m.strip()] or [main_model]
     variants = [Condition()] + parse_conditions(rescale or "", ("rescale",))
     variants += [Condition(seed=v) for v in _integers(seeds, "--fitness-seeds", 0)]
-    variants += [Condition(nsamples=v) for v in _integers(nsamples, "--fitness-nsamples", 1)]
+    variants += [Condition(nsamples=v) for v in _integers(nsamples, "--fitness-nsamples", 1)
+                 if v != main_nsamples]
     out = [Condition(rescale=v.rescale, seed=v.seed, nsamples=v.nsamples,
                      model=None if m == main_model else m)
            for m in dict.fromkeys(names) for v in variants]
