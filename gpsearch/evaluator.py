@@ -14,7 +14,7 @@ from .blockwise import sequential_blocks
 from .config import CalibConfig, EvalConfig
 from .data import eval_windows
 from .errors import UserError
-from .features import FeatureStore
+from .features import FeatureStore, kinds_for
 from .masks import Pattern, make_mask
 from .models import EMBEDDED, LoadedModel, block_linears, load_model, prunable_linears, set_threads
 from .offload import RestoreStore
@@ -120,9 +120,7 @@ class Evaluator:
 
     def prepare(self, tree: Node) -> None:
         """Compute (or load) the features the tree needs, so later timings exclude them."""
-        needed = terminals_used(tree)
-        self.features.get_all([kind for kind, terms in (("X", {"X", "S"}), ("G", {"G"}),
-                                                        ("H", {"H"})) if needed & terms])
+        self.features.get_all(kinds_for(terminals_used(tree)))
 
     # ---- pruning ------------------------------------------------------------------------------
     @torch.no_grad()

@@ -43,6 +43,13 @@ FEATURE_VERSION = 1
 # as [batch * seqlen, in], count samples, not batches (stats.InputStats)
 INPUT_STATS_VERSION = 2
 COMPUTED = ("X", "G", "H")  # what is computed from data; W and S derive from the weight and X
+_FROM = (("H", {"H"}), ("X", {"X", "S"}), ("G", {"G"}))  # kind -> the terminals that read it
+
+
+def kinds_for(terminals) -> list[str]:
+    """The computed feature kinds that these terminals read, H first (its pass yields X too)."""
+    terms = set(terminals)
+    return [kind for kind, uses in _FROM if terms & uses]
 
 
 def default_cache_dir() -> Path:
@@ -163,8 +170,8 @@ class FeatureStore:
 
     def get_all(self, kinds) -> None:
         """Load or compute several kinds; H first, since its pass yields X too (one pass)."""
-        for kind in sorted(set(kinds), key=lambda k: ("H", "X", "G").index(k)
-                           if k in ("H", "X", "G") else 3):
+        order = [k for k, _ in _FROM]
+        for kind in sorted(set(kinds), key=lambda k: order.index(k) if k in order else len(order)):
             self.get(kind)
 
     def _placed(self, kind: str, tensors: dict) -> dict:

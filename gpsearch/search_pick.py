@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import time
 
+from .search_steps import cached_values, capped_scores
+
 ALLOWED = ("rescale", "nsamples", "seed")
 REDUCERS = ("max", "mean")
 
@@ -52,12 +54,11 @@ def pick_text(settings: dict) -> str:
 
 
 def snapshot_sizes(p) -> tuple:
-    """The smaller calibration sizes (same seed, same model) that the pick or the fitness
-    conditions of plan ``p`` score: the main feature pass caches them on the way."""
-    conds = [c for c in p.conditions if c.model is None]
-    conds += pick_conditions(p.settings.get("pick_conditions"))
-    return tuple(sorted({c.nsamples for c in conds if c.nsamples and c.seed is None
-                         and c.nsamples < p.calib.nsamples}))
+    """The calibration sizes (with the run's seed) that the pick or the fitness conditions of
+    plan ``p`` score: each model's feature pass caches them on the way when they are smaller
+    (``features.FeatureStore`` checks that)."""
+    conds = list(p.conditions) + pick_conditions(p.settings.get("pick_conditions"))
+    return tuple(sorted({c.nsamples for c in conds if c.nsamples and c.seed is None}))
 
 
 def combine(scores: list[float], how: str) -> float:
@@ -71,8 +72,6 @@ def combine(scores: list[float], how: str) -> float:
 def robust_pick(p, backend, searcher, candidates: list[dict], windows: int) -> dict | None:
     """The record written to pick.json (None when ``--pick-conditions`` is empty or fewer than
     two candidates); ``winner`` is the chosen entry of ``candidates``."""
-    from .search.stages import score_of
-
     conds = pick_conditions(p.settings.get("pick_conditions"))
     by_expr = {}
     for c in candidates:
@@ -87,7 +86,7 @@ def robust_pick(p, backend, searcher, candidates: list[dict], windows: int) -> d
     evaluator = getattr(backend, "evaluator", None)
     if p.conditions:
         return {**out, "skipped": "the fitness is already multi-condition"}
-    if evaluator is None or getattr(backend, "backends", None):
+    if evaluator is None:
         return {**out, "skipped": "the evaluations ran on Ray workers: this process holds no "
                                   "resident model"}
     t0 = time.perf_counter()
@@ -96,7 +95,7 @@ def robust_pick(p, backend, searcher, candidates: list[dict], windows: int) -> d
     scores = {e: {"baseline": _baseline(searcher, by_expr[e], kind, windows)} for e in exprs}
     redo = [e for e in exprs if scores[e]["baseline"] is None]
     for e, res in zip(redo, searcher._run_backend(redo, (0, windows)) if redo else []):
-        scores[e]["baseline"] = _score(res, kind, score_of)
+        scores[e]["baseline"] = _score(res, kind)
     for c in conds:
         b = _condition_backend(p, evaluator, c)
         for e, sc in _condition_scores(b, exprs, windows, kind).items():
@@ -115,8 +114,6 @@ def robust_pick(p, backend, searcher, candidates: list[dict], windows: int) -> d
 def _condition_scores(b, exprs: list[str], windows: int, kind: str) -> dict:
     """expr -> (score, ppl) under one condition's backend; trees with the same masks there
     (equal fingerprints) share one forward pass, an invalid one scores inf."""
-    from .search.stages import score_of
-
     fps = list(b.fingerprint_many(exprs)) if hasattr(b, "fingerprint_many") else [None] * len(exprs)
     first = {}
     for e, fp in zip(exprs, fps):
@@ -126,28 +123,19 @@ def _condition_scores(b, exprs: list[str], windows: int, kind: str) -> dict:
     results = dict(zip(todo, b.evaluate_many(todo, (0, windows)))) if todo else {}
     inf = (float("inf"), float("inf"))
     return {e: inf if (fp or "").startswith("invalid:") else
-            _score(results[first[fp or e]], kind, score_of) for e, fp in zip(exprs, fps)}
+            _score(results[first[fp or e]], kind) for e, fp in zip(exprs, fps)}
 
 
 def _baseline(searcher, entry: dict, kind: str, windows: int):
     """(score, ppl) on windows [0, windows) from the search's cached per-window values, or None."""
-    from .search.stages import score_of
-
-    rec = (getattr(searcher, "cache", None) or {}).get(entry.get("key"), {})
-    values = rec.get("values") or {}
-    need = "kl" if kind == "kl" else "nll"
-    if rec.get("expr") != entry["expr"] or any(len(values.get(k, [])) < windows
-                                              for k in {need, "nll"}):
+    values = cached_values(searcher, entry, kind)
+    if values is None or len(values["nll"]) < windows:
         return None
-    return (min(score_of(kind, values[need][:windows]), 1e5),
-            min(score_of("ppl", values["nll"][:windows]), 1e5))
+    return capped_scores({k: v[:windows] for k, v in values.items()}, kind)
 
 
-def _score(res, kind: str, score_of) -> tuple[float, float]:
-    if not res.ok:
-        return float("inf"), float("inf")
-    values = res.extra["kl" if kind == "kl" else "nll"]
-    return min(score_of(kind, values), 1e5), min(score_of("ppl", res.extra["nll"]), 1e5)
+def _score(res, kind: str) -> tuple[float, float]:
+    return capped_scores(res.extra, kind) if res.ok else (float("inf"), float("inf"))
 
 
 def _condition_backend(p, evaluator, c):
@@ -161,8 +149,9 @@ def _condition_backend(p, evaluator, c):
     b = SerialBackend(evaluator, p.sparsity, p.pattern, p.ev, "dense", fitness=p.search.fitness,
                       topk=p.settings["topk"], rescale=c.factors, feature_calib=calib,
                       allocation=p.allocation.to_dict() if p.allocation else None)
-    terms = set(p.space.terminals)
-    b.prepare([k for k, uses in (("X", {"X", "S"}), ("G", {"G"}), ("H", {"H"})) if terms & uses])
+    from .features import kinds_for
+
+    b.prepare(kinds_for(p.space.terminals))
     return b
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from . import __version__, search_pick, search_steps
 from .errors import UserError
@@ -215,7 +214,6 @@ def fitness_text(p: Plan) -> str:
             f"{allocation_text(p)}{search_pick.pick_text(p.settings)}")
 
 
-
 def conditions_text(p: Plan) -> str:
     if not p.conditions:
         return ""
@@ -268,8 +266,9 @@ def build_searcher(p: Plan, backend):
 def build_backend(p: Plan):
     from .workers.factory import make_backend
 
-    s, terms = p.settings, set(p.space.terminals)
-    kinds = [k for k, uses in (("X", {"X", "S"}), ("G", {"G"}), ("H", {"H"})) if terms & uses]
+    from .features import kinds_for
+
+    s, kinds = p.settings, kinds_for(p.space.terminals)
     backend = make_backend(s["workers"], s.get("ray_address"), model=s["model"], calib=p.calib,
                            ev=p.ev,
                            sparsity=p.sparsity, pattern=p.pattern, mode="dense", dtype=s["dtype"],

@@ -9,7 +9,6 @@ def tune_best(searcher, n: int) -> dict | None:
     constants, on the first stage; each tuned tree is then scored on every stage. Returns the
     record written to tuning.json; ``winner`` is a tuned tree better than the hall's best on the
     last stage (else None)."""
-    from .search.stages import score_of
     from .search.tune import constant_slots, tune_constants
 
     stages = searcher.cfg.stages
@@ -29,15 +28,34 @@ def tune_best(searcher, n: int) -> dict | None:
         if t["expr"] != h["expr"]:
             res = searcher._run_backend([t["expr"]], (0, stages[-1][0]))[0]
             if res.ok:
-                values = res.extra["nll" if kind == "ppl" else "kl"]
-                entry["final"] = min(score_of(kind, values), 1e5)
-                entry["final_ppl"] = min(score_of("ppl", res.extra["nll"]), 1e5)
+                entry["final"], entry["final_ppl"] = capped_scores(res.extra, kind)
                 if entry["final"] < (out["winner"] or best)["fitness"]:
                     out["winner"] = {"key": t["expr"], "expr": t["expr"], "fitness": entry["final"],
                                      "ppl": entry["final_ppl"], "size": None, "gen": "tuned",
                                      "windows": stages[-1][0]}
         out["trees"].append(entry)
     return out
+
+
+def capped_scores(values: dict, kind: str) -> tuple[float, float]:
+    """(score, ppl) of per-window values ({"nll": [...], "kl": [...]}), each capped at 1e5."""
+    from .search.stages import score_of
+
+    return (min(score_of(kind, values["kl" if kind == "kl" else "nll"]), 1e5),
+            min(score_of("ppl", values["nll"]), 1e5))
+
+
+def cached_values(searcher, entry: dict, kind: str) -> dict | None:
+    """The per-window values the search's cache holds for a hall entry (the kinds the fitness
+    needs, all of one length), or None."""
+    need = ("nll", "kl") if kind == "kl" else ("nll",)
+    rec = (getattr(searcher, "cache", None) or {}).get(entry.get("key"), {})
+    values = rec.get("values") or {}
+    if rec.get("expr") != entry["expr"] or not all(k in values for k in need):
+        return None
+    if len({len(values[k]) for k in need}) != 1:
+        return None
+    return {k: list(values[k]) for k in need}
 
 
 def sympy_form(expr: str, registry) -> str:
@@ -92,8 +110,6 @@ def rerank_final(searcher, candidates: list[dict], n: int, windows: int) -> dict
     stage's, where near-ties of the last stage are told apart. The windows a tree was already
     scored on (its per-window values in the search's cache) are not scored again. ``winner`` is
     the best of them on these windows (it replaces the best tree, whichever it is)."""
-    from .search.stages import score_of
-
     kind = searcher.cfg.fitness
     exprs = list(dict.fromkeys(c["expr"] for c in candidates))[:n]
     if len(exprs) < 2:
@@ -113,8 +129,7 @@ def rerank_final(searcher, candidates: list[dict], n: int, windows: int) -> dict
                  "last_stage_windows": by_expr[expr].get("windows")}
         if res.ok:
             values = {k: prior[expr][k] + list(res.extra[k]) for k in prior[expr]}
-            entry["final"] = min(score_of(kind, values["kl" if kind == "kl" else "nll"]), 1e5)
-            entry["final_ppl"] = min(score_of("ppl", values["nll"]), 1e5)
+            entry["final"], entry["final_ppl"] = capped_scores(values, kind)
         else:
             entry["error"] = res.error
         out["trees"].append(entry)
@@ -129,14 +144,10 @@ def rerank_final(searcher, candidates: list[dict], n: int, windows: int) -> dict
 def _scored_windows(searcher, entry: dict, kind: str, windows: int) -> dict:
     """The per-window values the search already has for a hall entry (windows [0, n), n <
     ``windows``), so the final stage only scores the windows it adds; empty lists when none."""
-    need = ("nll", "kl") if kind == "kl" else ("nll",)
-    rec = (getattr(searcher, "cache", None) or {}).get(entry.get("key"), {})
-    values = rec.get("values") or {}
-    if rec.get("expr") == entry["expr"] and all(k in values for k in need):
-        n = len(values["nll"])
-        if 0 < n < windows and all(len(values[k]) == n for k in need):
-            return {k: list(values[k]) for k in need}
-    return {k: [] for k in need}
+    values = cached_values(searcher, entry, kind)
+    if values is not None and 0 < len(values["nll"]) < windows:
+        return values
+    return {k: [] for k in (("nll", "kl") if kind == "kl" else ("nll",))}
 
 
 def rerank_markdown(rerank: dict | None, seqlen: int) -> str:

@@ -131,6 +131,8 @@ def test_search_picks_by_the_worst_condition_end_to_end(tiny, tmp_path):  # noqa
     pick = json.loads((out / "pick.json").read_text())
     cp = json.loads((out / "checkpoint.json").read_text())
     assert pick["conditions"] == ["baseline", "nsamples=8"] and pick["windows"] == 4
+    config = json.loads((out / "config.json").read_text())
+    assert pick["commit"] == config["commit"] and pick["dirty"] == config["dirty"]
     assert [t["expr"] for t in pick["trees"]] == list(dict.fromkeys(h["expr"] for h in cp["hof"]))
     for t in pick["trees"]:
         assert t["combined"] == pytest.approx(max(t["scores"].values()))

@@ -132,6 +132,11 @@ class RunDir:
         return plot_progress(self.file("log.jsonl"), self.file("progress.png"))
 
     def write_json(self, name: str, obj) -> Path:
+        """A result record of the run; a dict gets the run's commit and dirty flag (from
+        config.json: the code the run started with)."""
+        if isinstance(obj, dict):
+            cfg = self.config()
+            obj = {**obj, **{k: cfg[k] for k in ("commit", "dirty") if k in cfg}}
         _write_text(self.file(name), json.dumps(obj, indent=2, default=str) + "\n")
         return self.file(name)
 
