@@ -11,9 +11,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from .errors import UserError
+
+
+SMALL_GROUP = 8  # last dims up to this size (N:M groups) are ranked by pairwise comparison
 
 
 @dataclass(frozen=True)
@@ -52,15 +56,43 @@ def check_sparsity(s: float) -> float:
     return s
 
 
+def _kth_smallest(score: torch.Tensor, k: int) -> torch.Tensor:
+    """The k-th smallest value along the last dim (keepdim). On the CPU, numpy's introselect
+    (2-3x faster than a top-k here, and exact: the same value); elsewhere a top-k."""
+    if score.device.type == "cpu" and score.dtype in (torch.float32, torch.float64):
+        flat = score.detach().reshape(-1, score.shape[-1]).contiguous().numpy()
+        kth = np.partition(flat, k - 1, axis=-1)[:, k - 1]
+        return torch.from_numpy(kth).view(*score.shape[:-1], 1)
+    return torch.topk(score, k, dim=-1, largest=False, sorted=False).values.amax(dim=-1, keepdim=True)
+
+
+def _lowest_small_groups(score: torch.Tensor, k: int) -> torch.Tensor:
+    """The stable-sort mask for short last dims (N:M groups): an entry is pruned when fewer than
+    k entries of its group come before it in a stable ascending sort (smaller, or equal with a
+    lower index). m * (m - 1) comparisons per group, ~3x faster than a top-k for 2:4."""
+    cols = score.unbind(dim=-1)
+    out = []
+    for i, ci in enumerate(cols):
+        before = torch.zeros_like(ci, dtype=torch.uint8)
+        for j, cj in enumerate(cols):
+            if j != i:
+                before += (cj <= ci) if j < i else (cj < ci)
+        out.append(before < k)
+    return torch.stack(out, dim=-1)
+
+
 def _lowest(score: torch.Tensor, k: int) -> torch.Tensor:
     """Mask of the k lowest entries along the last dim; ties go to the lower index, exactly as a
-    stable sort would decide, at the cost of a top-k (a full stable sort is ~4x slower on CPU)."""
+    stable sort would decide, at the cost of a selection (a full stable sort is ~4x slower on
+    CPU)."""
     mask = torch.zeros_like(score, dtype=torch.bool)
     if k <= 0:
         return mask
     if k >= score.shape[-1]:
         return ~mask
-    kth = torch.topk(score, k, dim=-1, largest=False, sorted=False).values.amax(dim=-1, keepdim=True)
+    if score.shape[-1] <= SMALL_GROUP:
+        return _lowest_small_groups(score, k)
+    kth = _kth_smallest(score, k)
     at_most = score <= kth
     if bool((at_most.sum(dim=-1) == k).all()):  # no ties across the threshold: done
         return at_most

@@ -64,3 +64,29 @@ def test_lowest_equals_a_stable_sort_even_with_many_ties(shape, k):
         expected = torch.zeros(shape, dtype=torch.bool)
         expected.scatter_(-1, torch.sort(score, dim=-1, stable=True).indices[..., :k], True)
         assert torch.equal(_lowest(score, k), expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("shape,k", [((6, 50), 25), ((4, 8), 3), ((4, 7, 4), 2), ((3, 5, 8), 5),
+                                     ((2, 9), 4)])
+def test_every_selection_path_is_the_stable_sort(dtype, shape, k):
+    """numpy's selection (CPU float32/64), the pairwise ranking (last dim <= 8) and the top-k
+    (other dtypes) all give the mask of a stable sort, ties included."""
+    from gpsearch.masks import SMALL_GROUP, _lowest
+
+    assert SMALL_GROUP == 8  # the shapes above cover both sides of it
+    g = torch.Generator().manual_seed(5)
+    for score in (torch.randint(0, 4, shape, generator=g).to(dtype),
+                  torch.randn(shape, generator=g).to(dtype), torch.zeros(shape, dtype=dtype)):
+        expected = torch.zeros(shape, dtype=torch.bool)
+        expected.scatter_(-1, torch.sort(score.float(), dim=-1, stable=True).indices[..., :k], True)
+        assert torch.equal(_lowest(score, k), expected)
+
+
+def test_numpy_selection_sees_a_non_contiguous_score():
+    from gpsearch.masks import _lowest
+
+    score = torch.randn(40, 30, generator=torch.Generator().manual_seed(6)).t()  # a transposed view
+    expected = torch.zeros(score.shape, dtype=torch.bool)
+    expected.scatter_(-1, torch.sort(score, dim=-1, stable=True).indices[..., :10], True)
+    assert torch.equal(_lowest(score, 10), expected)
