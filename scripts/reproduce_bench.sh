@@ -82,6 +82,8 @@ done
 run "$PY" scripts/bench_dedup.py "$SEARCH" "$SEARCH24" --samples 30 --out bench/bench_dedup.json
 run "$PY" scripts/bench_throughput.py "$SEARCH" --trees 32 --long-trees 6 --long-windows 32 \
   --out bench/bench_throughput.json
+# whole-model masks with the current selection beside the top-k one it replaced (same masks)
+run "$PY" scripts/bench_masks.py "$SEARCH" --trees 8 --reps 3 --out bench/bench_masks.json
 # fidelity of each fitness x token budget vs the TEST PPL, over 30 trees of that run (the best 10
 # on the whole test split), then what a final stage on 64 validation windows would have picked
 run "$PY" scripts/bench_fidelity.py --run "$SEARCH" --n 30 --best 12 --val-windows 64 \
