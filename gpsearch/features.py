@@ -113,12 +113,22 @@ def collect_gradients(model, linears, samples: torch.Tensor, progress: bool = Fa
             p.requires_grad_(f)
             p.grad = None
         model.train(was_training)
-    return {n: a.sqrt_().mul_(100.0).to(g_dtype(linears[n].weight.dtype)) for n, a in acc.items()}
+    return g_from_sums(acc, linears, in_place=True)
 
 
-def g_from_sums(acc: dict, linears) -> dict:
-    """G from running sums of squared gradients, leaving the sums as they are."""
-    return {n: a.sqrt().mul_(100.0).to(g_dtype(linears[n].weight.dtype)) for n, a in acc.items()}
+def g_from_sums(acc: dict, linears, in_place: bool = False) -> dict:
+    """G = 100 * sqrt(running sums of squared gradients), in G's storage dtype; ``in_place``
+    reuses the sums' memory (the pass is over), else they are left as they are (a snapshot)."""
+    return {n: (a.sqrt_() if in_place else a.sqrt()).mul_(100.0).to(g_dtype(linears[n].weight.dtype))
+            for n, a in acc.items()}
+
+
+def x_and_h(stats: dict, hessian: bool) -> dict:
+    """{"X": ..., and "H": ... when ``hessian``} in host memory from running input statistics."""
+    out = {"X": {n: st.x.cpu() for n, st in stats.items()}}
+    if hessian:
+        out["H"] = {n: st.inverse_hessian_diag().cpu() for n, st in stats.items()}
+    return out
 
 
 def g_dtype(weight_dtype: torch.dtype) -> torch.dtype:
@@ -195,17 +205,12 @@ class FeatureStore:
 
         def grab_x(n, stats):
             if n in sizes:
-                self._save_snapshot("X", n, {name: st.x.cpu() for name, st in stats.items()})
-                if kind == "H":
-                    self._save_snapshot("H", n, {name: st.inverse_hessian_diag().cpu()
-                                                 for name, st in stats.items()})
+                for k, tensors in x_and_h(stats, kind == "H").items():
+                    self._save_snapshot(k, n, tensors)
         stats = collect_input_stats(model, self.linears, samples, self.calib.batch_size,
                                     hessian=(kind == "H"), progress=self.progress,
                                     on_batch=grab_x if sizes else None)
-        out = {"X": {n: st.x.cpu() for n, st in stats.items()}}
-        if kind == "H":
-            out["H"] = {n: st.inverse_hessian_diag().cpu() for n, st in stats.items()}
-        return out
+        return x_and_h(stats, kind == "H")
 
     def _save(self, kind: str) -> None:
         self._write(self.path(kind), self._mem[kind], self.calib)

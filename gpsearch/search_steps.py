@@ -45,10 +45,15 @@ def capped_scores(values: dict, kind: str) -> tuple[float, float]:
             min(score_of("ppl", values["nll"]), 1e5))
 
 
+def value_kinds(kind: str) -> tuple[str, ...]:
+    """The per-window values a fitness kind is scored from (its PPL always needs the NLL)."""
+    return ("nll", "kl") if kind == "kl" else ("nll",)
+
+
 def cached_values(searcher, entry: dict, kind: str) -> dict | None:
     """The per-window values the search's cache holds for a hall entry (the kinds the fitness
     needs, all of one length), or None."""
-    need = ("nll", "kl") if kind == "kl" else ("nll",)
+    need = value_kinds(kind)
     rec = (getattr(searcher, "cache", None) or {}).get(entry.get("key"), {})
     values = rec.get("values") or {}
     if rec.get("expr") != entry["expr"] or not all(k in values for k in need):
@@ -147,7 +152,7 @@ def _scored_windows(searcher, entry: dict, kind: str, windows: int) -> dict:
     values = cached_values(searcher, entry, kind)
     if values is not None and 0 < len(values["nll"]) < windows:
         return values
-    return {k: [] for k in (("nll", "kl") if kind == "kl" else ("nll",))}
+    return {k: [] for k in value_kinds(kind)}
 
 
 def rerank_markdown(rerank: dict | None, seqlen: int) -> str:
