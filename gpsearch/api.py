@@ -1,61 +1,43 @@
-"""The Python API: ``gpsearch.prune``, ``gpsearch.search``, ``gpsearch.compare`` with typed
-configs. The commands (``gpsearch prune / search / compare``) are argparse layers over these
-functions, and their defaults are these dataclasses' defaults (``search_run.DEFAULTS`` for the
-search), so the CLI and Python cannot drift apart (tests/test_api.py checks it).
+"""The Python API, re-exported by ``gpsearch/__init__.py``: one function per application, each
+with a typed config whose defaults are the CLI's (``jobs.search.run.DEFAULTS`` for the search),
+so the CLI and Python cannot drift apart (tests/test_api.py checks it).
 
     import gpsearch
     rec = gpsearch.prune(gpsearch.PruneConfig(tree="wanda", sparsity=0.5, pattern="2:4"))
     res = gpsearch.compare(gpsearch.CompareConfig(methods=["wanda", "baselines/sparsegpt.yaml"]))
     run = gpsearch.search(gpsearch.SearchSettings(generations=5), out="runs/s5")
+    alloc = gpsearch.allocate(gpsearch.AllocateSettings(sparsity=0.7), out="runs/a70")
+    rob = gpsearch.robustness(gpsearch.RobustnessConfig(tree="trees/wanda.json"))
+    rec = gpsearch.structured(gpsearch.StructuredConfig(method="width", pruning_ratio=0.25))
+    rec = gpsearch.tiers(gpsearch.TiersConfig(schedule="schedules/tiers_example.csv"))
+    rec = gpsearch.lora(gpsearch.LoraConfig(model="runs/pruned", save="runs/merged"))
+    state = gpsearch.iterative(gpsearch.IterativeConfig(target_sparsity=0.5), save_dir="runs/it")
+    tree = gpsearch.load_tree("mul(W, sqrt(X))")
 """
 
 from __future__ import annotations
 
 import dataclasses
-import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from . import __version__
-from .compare import CompareConfig
-from .config import CalibConfig, EvalConfig
-from .errors import UserError
-from .models import EMBEDDED
-from .robustness import RobustnessConfig
-from .search_run import DEFAULTS as SEARCH_DEFAULTS
+from gpsearch.errors import UserError
+from gpsearch.fitness.zeroshot import evaluate_zero_shot
+from gpsearch.jobs.allocate import AllocateSettings
+from gpsearch.jobs.compare.run import CompareConfig
+from gpsearch.jobs.iterative import IterativeConfig
+from gpsearch.jobs.lora import LoraConfig
+from gpsearch.jobs.prune import PruneConfig
+from gpsearch.jobs.robustness import RobustnessConfig
+from gpsearch.jobs.search.run import DEFAULTS as SEARCH_DEFAULTS
+from gpsearch.jobs.structured import StructuredConfig
+from gpsearch.jobs.tiers import TiersConfig
+from gpsearch.tree import load_tree
 
-__all__ = ["PruneConfig", "SearchSettings", "CompareConfig", "RobustnessConfig", "prune", "search",
-           "compare", "robustness"]
-
-
-@dataclass
-class PruneConfig:
-    """One pruning run: a metric tree at a sparsity and pattern, scored on ``evaluation``."""
-
-    tree: str = "wanda"  # trees/NAME.json, a bare name in trees/, or a prefix expression
-    sparsity: float = 0.5  # fraction of weights set to zero
-    pattern: str = "unstructured"  # unstructured, 2:4, 4:8 (N:M)
-    scope: str = "row"  # unstructured comparison group: row (Wanda) or matrix
-    features: str = "dense"  # dense (statistics once) or sequential (block by block)
-    model: str = EMBEDDED
-    calib: CalibConfig = field(default_factory=CalibConfig)
-    evaluation: EvalConfig = field(default_factory=EvalConfig)  # the TEST split by default
-    dtype: str = "float32"
-    device: str = "cpu"
-    cache_dir: str | None = None
-    dense_ppl: bool = False  # also measure the dense model
-    per_layer: bool = False  # record each linear's sparsity
-    save: str | None = None  # write the pruned model to this directory
-    save_format: str = "hf"  # hf (dense from_pretrained directory) or compressed-tensors
-    zero_shot: list = field(default_factory=list)  # lm-eval task names, e.g. ["wiki_lastword"]
-    zero_shot_limit: int | None = None  # at most this many examples per task
-    update: str = "none"  # weight update: none, recon (least squares after the mask), sparsegpt
-    recon_max_iter: int = 20  # update recon: conjugate-gradient iterations per linear
-    device_map: str | None = None  # accelerate placement over several GPUs (auto, balanced)
-    offload: bool = False  # blocks in host memory, moved to the device one at a time
-    allocation: str | None = None  # layer-wise sparsity: uniform, owl or an allocation FILE.json
-    owl_m: float = 5.0  # OWL: outlier threshold, a multiple of the block's mean score
-    owl_lambda: float = 0.08  # OWL: block sparsities within target +- lambda
+__all__ = ["PruneConfig", "SearchSettings", "CompareConfig", "RobustnessConfig",
+           "AllocateSettings", "StructuredConfig", "TiersConfig", "LoraConfig",
+           "IterativeConfig", "prune", "search", "compare", "robustness", "allocate",
+           "structured", "tiers", "lora", "iterative", "load_tree", "evaluate_zero_shot"]
 
 
 def _fields_of(cls) -> dict:
@@ -127,7 +109,7 @@ def search(settings: SearchSettings | dict | None = None, out: str | None = None
            resume: str | None = None, **overrides) -> dict:
     """Run (or, with ``resume``, continue) a search; returns {"run_dir", "best", "rows",
     "summary"}. ``overrides``: settings by name, e.g. ``search(generations=5)``."""
-    from .search_run import run_search
+    from gpsearch.jobs.search.run import run_search
 
     if isinstance(settings, dict):
         settings = SearchSettings(**settings)
@@ -145,92 +127,10 @@ def prune(config: PruneConfig | None = None, evaluator=None, keep: bool = False,
     """Prune with one metric tree and measure; returns the full record (config, perplexity,
     achieved sparsity, zero-shot accuracy, saved files). ``evaluator``: reuse a resident model
     (its calibration is used); ``keep``: leave the evaluator's model pruned."""
-    from .export import check_save_format
-    from .masks import check_sparsity, parse_pattern
-    from .save import check_save_dir
-    from .tree import load_tree, to_prefix
-    from .zeroshot import check_tasks, evaluate_zero_shot, fmt_acc, parse_tasks
+    from gpsearch.jobs.prune import run_prune
 
-    cfg = dataclasses.replace(config or PruneConfig(), **overrides)
-    sparsity = check_sparsity(cfg.sparsity)
-    pattern = parse_pattern(cfg.pattern, sparsity, cfg.scope)
-    if cfg.features not in ("dense", "sequential"):
-        raise UserError(f"unknown feature mode {cfg.features!r}; choose dense or sequential")
-    tree = load_tree(cfg.tree)
-    from .allocation_run import allocate, parse_spec
-
-    alloc_spec = parse_spec(cfg.allocation, cfg.owl_m, cfg.owl_lambda)
-    if cfg.update not in ("none", "recon", "sparsegpt"):
-        raise UserError(f"unknown weight update {cfg.update!r}; choose none, recon or sparsegpt")
-    if cfg.recon_max_iter < 1:
-        raise UserError(f"--recon-max-iter must be >= 1, got {cfg.recon_max_iter}")
-    check_save_dir(cfg.save)
-    check_save_format(cfg.save_format)
-    tasks = parse_tasks(cfg.zero_shot)
-    check_tasks(tasks)  # unknown task / unreachable hub: before any model is loaded
-    log(f"tree: {to_prefix(tree)}")
-    log(f"model: {cfg.model}  sparsity: {sparsity:g} (fraction zeroed)  pattern: {pattern}  "
-        f"scope: {pattern.scope}  features: {cfg.features}  update: {cfg.update}")
-    t0 = time.perf_counter()
-    if evaluator is None:
-        from .evaluator import Evaluator
-
-        evaluator = Evaluator(cfg.model, cfg.calib, cfg.dtype, cfg.device, cfg.cache_dir,
-                              progress=True, device_map=cfg.device_map, offload=cfg.offload)
-    log(f"calibration: {evaluator.calib.to_dict()}")
-    ev = cfg.evaluation
-    sparsity = allocate(evaluator, alloc_spec, sparsity, pattern, tree)
-    if alloc_spec is not None:
-        log(f"allocation {alloc_spec.kind}: block sparsities "
-            f"{' '.join(f'{b:.3f}' for b in sparsity.allocation.blocks)}")
-    dense = evaluator.perplexity(ev) if cfg.dense_ppl else None
-    hold = bool(cfg.save or tasks or keep)
-    if cfg.update == "none":
-        rec = evaluator.evaluate(tree, sparsity, pattern, ev, cfg.features,
-                                 per_layer=cfg.per_layer, keep=hold)
-    else:
-        from .compare_update import evaluate_with_update
-
-        rec = evaluate_with_update(evaluator, tree, sparsity, pattern, ev, cfg.features,
-                                   cfg.update, cfg.per_layer, hold,
-                                   {"max_iter": cfg.recon_max_iter})
-    try:
-        rec.update(gpsearch_version=__version__, command="prune", config=_config_dict(cfg),
-                   created=time.strftime("%Y-%m-%dT%H:%M:%S"))
-        if dense:
-            rec["dense_ppl"] = dense["ppl"]
-        if tasks:
-            rec["zero_shot"] = evaluate_zero_shot(evaluator.model, evaluator.lm.tokenizer, tasks,
-                                                  cfg.zero_shot_limit, ev.batch_size)
-            for t, r in rec["zero_shot"].items():
-                log(f"zero-shot {t}: acc {fmt_acc(r)} ({r['n']} examples)")
-        rec["wall_s"] = time.perf_counter() - t0
-        if cfg.save:
-            rec["saved"] = _save(evaluator, cfg, rec)
-    finally:
-        if hold and not keep:
-            evaluator.restore()
-    return rec
-
-
-def _save(evaluator, cfg: PruneConfig, rec: dict) -> dict:
-    if cfg.save_format == "compressed-tensors":
-        from .export import save_compressed
-
-        info = save_compressed(evaluator.lm, cfg.save, rec)
-    else:
-        from .export import weights_bytes
-        from .save import save_pruned
-
-        save_pruned(evaluator.lm, cfg.save, rec)
-        info = {"save_format": "hf", "weights_bytes": weights_bytes(cfg.save)}
-    return {"path": str(cfg.save), **info}
-
-
-def _config_dict(cfg) -> dict:
-    d = dataclasses.asdict(cfg)
-    d["calib"], d["evaluation"] = cfg.calib.to_dict(), cfg.evaluation.to_dict()
-    return d
+    return run_prune(dataclasses.replace(config or PruneConfig(), **overrides), evaluator, keep,
+                     log)
 
 
 def compare(config: CompareConfig | None = None, evaluator=None, progress: bool = True,
@@ -238,7 +138,7 @@ def compare(config: CompareConfig | None = None, evaluator=None, progress: bool 
     """Compare methods (names, metric trees, baselines/*.yaml recipes) under one calibration
     config on the TEST split; writes results.{md,csv,json} to ``config.out``; returns the result
     (``rows``: one per run, dense first)."""
-    from .compare import plan, run_compare
+    from gpsearch.jobs.compare.run import plan, run_compare
 
     cfg = dataclasses.replace(config or CompareConfig(), **overrides)
     plan(cfg)  # every input error before any model is loaded
@@ -249,7 +149,64 @@ def robustness(config: RobustnessConfig | None = None, evaluator=None, progress:
                **overrides) -> dict:
     """A tree's perplexity and advantage over a reference tree under rescaled terminals, other
     calibrations, patterns and sparsities (``gpsearch robustness``); writes ``config.out``."""
-    from .robustness import run_robustness
+    from gpsearch.jobs.robustness import run_robustness
 
     cfg = dataclasses.replace(config or RobustnessConfig(), **overrides)
     return run_robustness(cfg, evaluator=evaluator, progress=progress)
+
+
+def allocate(settings: AllocateSettings | None = None, out: str | None = None,
+             resume: str | None = None, **overrides) -> dict:
+    """Search a layer-wise sparsity allocation for a fixed metric tree (``gpsearch allocate``):
+    a resumable run directory with ``best_allocation.json``; returns the run's result (test PPL
+    rows of uniform and searched allocations, the chosen tree)."""
+    from gpsearch.jobs.allocate import run_allocate
+
+    return run_allocate(dataclasses.replace(settings or AllocateSettings(), **overrides),
+                        out=out, resume=resume)
+
+
+def structured(config: StructuredConfig | None = None, log: Callable[[str], None] = print,
+               progress: bool = True, **overrides) -> dict:
+    """Structured pruning (``gpsearch structured``): ShortGPT layer removal, width pruning of
+    attention groups and MLP channels, or SlimGPT, then optional LoRA recovery; the model becomes
+    physically smaller. Writes ``config.record`` and saves ``config.save``; returns the record
+    (parameters before/after, dense and pruned TEST-split perplexity)."""
+    from gpsearch.jobs.structured import run_structured
+
+    return run_structured(dataclasses.replace(config or StructuredConfig(), **overrides), log,
+                          progress)
+
+
+def tiers(config: TiersConfig | None = None, log: Callable[[str], None] = print,
+          progress: bool = True, **overrides) -> dict:
+    """Progressive three-tier block pruning (``gpsearch tiers``): DENSE / 2:4 / TOPK blocks
+    following ``config.schedule``, masked fine-tuning between iterations, a resumable run
+    directory (``config.save`` / ``config.resume``); returns the run record (per-iteration
+    shares, sparsity and perplexity)."""
+    from gpsearch.jobs.tiers import run_tiers
+
+    return run_tiers(dataclasses.replace(config or TiersConfig(), **overrides), log, progress)
+
+
+def lora(config: LoraConfig | None = None, log: Callable[[str], None] = print,
+         progress: bool = True, **overrides) -> dict:
+    """LoRA recovery fine-tuning of a pruned model (``gpsearch lora``): the merge keeps every
+    zero. Writes ``config.record`` and saves ``config.save``; returns the record (TEST-split
+    perplexity before, with the adapters and merged; sparsity before and after)."""
+    from gpsearch.jobs.lora import run_lora
+
+    return run_lora(dataclasses.replace(config or LoraConfig(), **overrides), log, progress)
+
+
+def iterative(config: IterativeConfig | dict | None = None, save_dir: str | None = None,
+              resume: str | None = None, evaluator=None, progress: bool = True,
+              log: Callable[[str], None] = print, max_rounds: int | None = None) -> dict:
+    """Iterative pruning with masked fine-tuning (``gpsearch iterative``): a new run into
+    ``save_dir`` (default runs/iterative_<time>), or ``resume`` a run directory with its saved
+    config; returns the run state (config, dense perplexity, per-round history, summary).
+    ``evaluator``: a resident model; ``max_rounds``: stop after this many rounds (resume later)."""
+    from gpsearch.jobs.iterative import run_iterative
+
+    return run_iterative(config, save_dir=save_dir, resume=resume, evaluator=evaluator,
+                         progress=progress, log=log, max_rounds=max_rounds)

@@ -11,7 +11,7 @@ import importlib
 import os
 import sys
 
-from .errors import UserError
+from gpsearch.errors import UserError
 
 COMMANDS = {
     "prune": "prune a model with a metric tree and measure its perplexity",
@@ -29,7 +29,7 @@ COMMANDS = {
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gpsearch", description="Discover pruning metrics for "
                                      "LLMs by genetic programming. Sparsity always means the "
-                                     "fraction of weights set to zero (0.9 = 90%% zeros).")
+                                     "fraction of weights set to zero (0.9 = 90% zeros).")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, help_text in COMMANDS.items():
         mod = importlib.import_module(f"gpsearch.commands.{name}")

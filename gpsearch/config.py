@@ -1,4 +1,5 @@
-"""The calibration and evaluation configurations: one object each, recorded in every result.
+"""The calibration and evaluation configurations: one object each, recorded in every result;
+and the reference tree every report compares with (``WANDA``).
 
 Seed document 002: every method that needs calibration data uses the same data set, number of
 samples, sequence length, seed and batch size, and every result records them.
@@ -9,9 +10,14 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from .errors import UserError
+from gpsearch.errors import UserError
 
+VERSION = "0.1.0"  # gpsearch's version, recorded in every result (pyproject.toml has the same)
 SPLITS = ("calibration", "validation", "test")
+# Wanda's score |W| * sqrt(X) (trees/wanda.json) as a prefix expression: the reference tree of
+# the search's reports and of robustness. Here, not in gpsearch.tree (which re-exports it),
+# because the torch-free search engine names it too and gpsearch.tree imports torch.
+WANDA = "mul(W, sqrt(X))"
 
 
 @dataclass(frozen=True)
@@ -53,7 +59,7 @@ class EvalConfig:
         if self.split not in SPLITS:
             raise UserError(f"unknown split {self.split!r}; choose one of {', '.join(SPLITS)}")
         if self.seqlen < 2 or self.batch_size < 1:
-            raise UserError(f"evaluation needs seqlen >= 2 and batch_size >= 1")
+            raise UserError("evaluation needs seqlen >= 2 and batch_size >= 1")
         if self.max_windows is not None and self.max_windows < 1:
             raise UserError("max_windows must be at least 1")
 

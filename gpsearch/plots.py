@@ -19,7 +19,9 @@ import math
 import os
 from pathlib import Path
 
-PENALTY_FLOOR = 1.0e5  # fitness at or above this is a failure (workers.result.PENALTY = 1e6)
+# Fitness at or above this is capped or failed: gpsearch.engine.result.MAX_FITNESS, which this
+# module (a layer below the engine) may not import; tests/test_plots.py keeps the two equal.
+PENALTY_FLOOR = 1.0e5
 
 
 def _figure(size=(7.5, 4.5)):

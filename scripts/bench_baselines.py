@@ -22,12 +22,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gpsearch.baselines.sparsegpt import prune_sparsegpt  # noqa: E402
-from gpsearch.baselines.wanda import prune_wanda  # noqa: E402
 from gpsearch.config import CalibConfig, EvalConfig  # noqa: E402
-from gpsearch.evaluator import Evaluator  # noqa: E402
-from gpsearch.masks import parse_pattern  # noqa: E402
-from gpsearch.provenance import code_version  # noqa: E402
+from gpsearch.io import code_version  # noqa: E402
+from gpsearch.methods.sparsegpt import prune_sparsegpt  # noqa: E402
+from gpsearch.methods.wanda import prune_wanda  # noqa: E402
+from gpsearch.pruning.evaluator import Evaluator  # noqa: E402
+from gpsearch.pruning.masks import parse_pattern  # noqa: E402
 
 TARGET_S = 180.0
 

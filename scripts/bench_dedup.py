@@ -21,12 +21,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gpsearch.provenance import code_version  # noqa: E402
-from gpsearch.maskcache import MaskCache  # noqa: E402
-from gpsearch.search.evaluation import capped  # noqa: E402
-from gpsearch.search.stages import score_of  # noqa: E402
-from gpsearch.workers.serial import SerialBackend  # noqa: E402
 from run_files import read_run, run_evaluator  # noqa: E402
+
+from gpsearch.engine.result import fitness_of  # noqa: E402
+from gpsearch.fitness.stages import score_of  # noqa: E402
+from gpsearch.io import code_version, relative_path  # noqa: E402
+from gpsearch.pruning.fingerprint import MaskCache  # noqa: E402
+from gpsearch.workers.serial import SerialBackend  # noqa: E402
 
 
 def main() -> None:
@@ -71,7 +72,7 @@ def check_run(run: Path, samples: int, seed: int) -> dict:
         given = r["fitness"]
         if res.ok and stages:  # the stage score exactly as the search computes it
             kind = s.get("fitness", "ppl")
-            fresh = capped(score_of(kind, res.extra["nll" if kind == "ppl" else "kl"]))
+            fresh = fitness_of(score_of(kind, res.extra["nll" if kind == "ppl" else "kl"]))
         else:
             fresh = res.fitness
         same = res.ok and fresh == given
@@ -82,7 +83,7 @@ def check_run(run: Path, samples: int, seed: int) -> dict:
     n = len(records) or 1
     skipped = {k: sum(r["hit"] == k for r in records) for k in ("key", "fingerprint", "invalid")}
     return {
-        "run_dir": str(run), "run_commit": config.get("commit"),
+        "run_dir": relative_path(run), "run_commit": config.get("commit"),
         "run_settings": {k: s.get(k) for k in ("model", "space", "sparsity", "pattern", "fitness",
                                                 "stages", "seed", "population", "offspring")},
         "windows": list(windows) if windows else None,

@@ -22,11 +22,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gpsearch.config import CalibConfig, EvalConfig  # noqa: E402
-from gpsearch.evaluator import Evaluator  # noqa: E402
-from gpsearch.features import FeatureStore  # noqa: E402
-from gpsearch.masks import parse_pattern  # noqa: E402
+from gpsearch.io import code_version  # noqa: E402
+from gpsearch.pruning.evaluator import Evaluator  # noqa: E402
+from gpsearch.pruning.features import FeatureStore  # noqa: E402
+from gpsearch.pruning.masks import parse_pattern  # noqa: E402
 from gpsearch.tree import load_tree, to_prefix  # noqa: E402
-from gpsearch.provenance import code_version  # noqa: E402
 
 
 def main() -> None:

@@ -36,10 +36,10 @@ def _identical(a, b) -> bool:
 def one_pattern(evaluator, pattern_name: str, ev, work: Path) -> dict:
     import torch
 
-    from gpsearch.export import load_compressed, save_compressed, weights_bytes
-    from gpsearch.masks import parse_pattern
-    from gpsearch.perplexity import perplexity
-    from gpsearch.save import save_pruned
+    from gpsearch.fitness.perplexity import perplexity
+    from gpsearch.model.export import load_compressed, save_compressed, weights_bytes
+    from gpsearch.model.save import save_pruned
+    from gpsearch.pruning.masks import parse_pattern
     from gpsearch.tree import load_tree
 
     pattern = parse_pattern(pattern_name, 0.5)
@@ -83,8 +83,8 @@ def main() -> None:
     ap.add_argument("--out", default="bench/export_embedded.json")
     a = ap.parse_args()
     from gpsearch.config import CalibConfig, EvalConfig
-    from gpsearch.evaluator import Evaluator
-    from gpsearch.provenance import code_version
+    from gpsearch.io import code_version
+    from gpsearch.pruning.evaluator import Evaluator
 
     calib = CalibConfig(nsamples=128, seqlen=256)
     ev = EvalConfig(split="test", seqlen=256, max_windows=a.max_windows)

@@ -26,12 +26,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gpsearch.provenance import code_version  # noqa: E402
 from gpsearch.config import CalibConfig, EvalConfig  # noqa: E402
-from gpsearch.evaluator import Evaluator  # noqa: E402
-from gpsearch.fitness import dense_reference, window_scores  # noqa: E402
-from gpsearch.masks import parse_pattern  # noqa: E402
-from gpsearch.search.stages import score_of  # noqa: E402
+from gpsearch.fitness.stages import score_of  # noqa: E402
+from gpsearch.fitness.windows import dense_reference, window_scores  # noqa: E402
+from gpsearch.io import code_version, relative_path  # noqa: E402
+from gpsearch.pruning.evaluator import Evaluator  # noqa: E402
+from gpsearch.pruning.masks import parse_pattern  # noqa: E402
 from gpsearch.tree import EXTENDED, parse_prefix  # noqa: E402
 
 
@@ -141,11 +141,13 @@ def main() -> None:
             table.append({"fitness": kind, "tokens": budget, "spearman_all": all_rho,
                           "spearman_best10": best_rho})
             print(f"{kind} {budget:6d} tokens: Spearman all {all_rho}  best-10 {best_rho}")
+    source = args.run or args.trees_file
     out = {"bench": "fidelity", **code_version(), "model": args.model,
            "sparsity": args.sparsity, "pattern": args.pattern, "calibration": calib.to_dict(),
            "trees": len(rows), "val_windows": args.val_windows, "test_windows": args.test_windows,
            "best10_test_windows": len(rows[top[0]]["test_nll_long"]) if top else None,
-           "topk": args.topk, "source": args.run or args.trees_file or "given", "table": table,
+           "topk": args.topk, "source": relative_path(source) if source else "given",
+           "table": table,
            "seconds": round(time.perf_counter() - t0, 1),
            "rows": [{k: v for k, v in r.items() if k not in ("test_nll", "test_nll_long")}
                     | {"val_ppl_full": score_of("ppl", r["val_nll"]),

@@ -28,11 +28,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gpsearch import masks as masks_module  # noqa: E402
-from gpsearch.masks import parse_pattern  # noqa: E402
-from gpsearch.provenance import code_version  # noqa: E402
-from gpsearch.tree import EXTENDED, parse_prefix, terminals_used  # noqa: E402
 from run_files import read_run, run_evaluator  # noqa: E402
+
+from gpsearch.io import code_version, relative_path  # noqa: E402
+from gpsearch.pruning import masks as masks_module  # noqa: E402
+from gpsearch.pruning.masks import parse_pattern  # noqa: E402
+from gpsearch.tree import EXTENDED, parse_prefix, terminals_used  # noqa: E402
 
 
 def _topk_kth(score: torch.Tensor, k: int) -> torch.Tensor:
@@ -97,8 +98,9 @@ def main() -> None:
                "masks_identical": bool(equal)}
         print(json.dumps(row), flush=True)
         rows.append(row)
-    out = {"bench": "masks", **version, "run_dir": str(args.run_dir), "model": s["model"],
-           "linears": len(evaluator.linears), "threads": torch.get_num_threads(),
+    out = {"bench": "masks", **version, "run_dir": relative_path(args.run_dir),
+           "model": s["model"], "linears": len(evaluator.linears),
+           "threads": torch.get_num_threads(),
            "terminals": sorted({t for e in trees for t in terminals_used(parse_prefix(e, EXTENDED))}),
            "tree_list": trees, "rows": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

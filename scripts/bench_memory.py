@@ -50,9 +50,9 @@ def one(dtype: str, nsamples: int, cache: str) -> dict:
         nsamples = min(nsamples, BF16_NSAMPLES)
 
     from gpsearch.config import CalibConfig, EvalConfig
-    from gpsearch.evaluator import Evaluator
-    from gpsearch.masks import make_mask, parse_pattern
-    from gpsearch.memory import accounting, before_layout, peak_transient
+    from gpsearch.model.memory import accounting, before_layout, peak_transient
+    from gpsearch.pruning.evaluator import Evaluator
+    from gpsearch.pruning.masks import make_mask, parse_pattern
     from gpsearch.tree import EXTENDED, check_score, evaluate, parse_prefix
 
     calib = CalibConfig(data="wiki", nsamples=nsamples, seqlen=256)
@@ -74,7 +74,7 @@ def one(dtype: str, nsamples: int, cache: str) -> dict:
     peaks = {}
     for name, expr in TREES.items():
         tree = parse_prefix(expr)
-        peak, secs = peak_transient(lambda: e.prune(tree, 0.5, pattern))
+        peak, secs = peak_transient(lambda: e.prune(tree, 0.5, pattern))  # noqa: B023 - called at once
         e.restore()
         peaks[name] = {"peak_bytes": peak, "per_param_of_largest_linear": peak / largest,
                        "per_pruned_param": peak / acc["pruned_params"], "profiled_s": secs}
@@ -158,7 +158,7 @@ def one(dtype: str, nsamples: int, cache: str) -> dict:
 
 
 def extrapolate(results: dict) -> dict:
-    from gpsearch.memory import SHAPES, needs
+    from gpsearch.model.memory import SHAPES, needs
 
     bf = results["bfloat16"]
     per = max(p["per_param_of_largest_linear"] for p in bf["transient"].values()
@@ -210,7 +210,7 @@ def main() -> None:
               f"{r['peak_rss_mb']:.0f} MB; restore bit-exact {r['restore_bit_exact_after_5_trees']}")
     import torch
 
-    from gpsearch.provenance import code_version
+    from gpsearch.io import code_version
 
     out = {"model": "smollm2-135m", **code_version(), "torch": torch.__version__,
            "threads": torch.get_num_threads(), "machine": platform.machine(),

@@ -25,8 +25,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gpsearch.config import CalibConfig, EvalConfig  # noqa: E402
+from gpsearch.io import code_version  # noqa: E402
 from gpsearch.workers.factory import make_backend  # noqa: E402
-from gpsearch.provenance import code_version  # noqa: E402
 
 EXPRS = ["mul(W, sqrt(X))", "W", "mul(abs(mul(W, W)), mms(G))", "add(mul(W, sqrt(X)), mul(W, G))",
          "mul(add(coln(W), rown(W)), qrt(X))", "mul(W, X)", "mul(G, W)", "mul(sqr(W), sqrt(X))"]

@@ -22,13 +22,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gpsearch.baselines.recon_math import reconstruct_rows, reconstruction_error  # noqa: E402
-from gpsearch.baselines.sparsegpt import SharedHessians, feed_block  # noqa: E402
-from gpsearch.blockwise import capture_block_inputs, run_block  # noqa: E402
-from gpsearch.commands.common import write_json  # noqa: E402
 from gpsearch.config import CalibConfig  # noqa: E402
-from gpsearch.masks import Pattern, make_mask  # noqa: E402
-from gpsearch.models import block_linears, decoder_blocks  # noqa: E402
+from gpsearch.io import write_json  # noqa: E402
+from gpsearch.methods.recon_math import reconstruct_rows, reconstruction_error  # noqa: E402
+from gpsearch.methods.sparsegpt import SharedHessians  # noqa: E402
+from gpsearch.model.blocks import block_linears, decoder_blocks  # noqa: E402
+from gpsearch.model.blockwise import capture_block_inputs, feed_block, run_block  # noqa: E402
+from gpsearch.pruning.masks import Pattern, make_mask  # noqa: E402
 
 
 def main() -> None:
@@ -37,7 +37,7 @@ def main() -> None:
     ap.add_argument("--blocks", type=int, nargs="+", default=[0, 10])
     ap.add_argument("--out", default="bench/weight_update/layers.json")
     args = ap.parse_args()
-    from gpsearch.evaluator import Evaluator
+    from gpsearch.pruning.evaluator import Evaluator
 
     root = Path(__file__).resolve().parents[1]
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,

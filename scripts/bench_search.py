@@ -33,14 +33,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gpsearch.config import CalibConfig, EvalConfig  # noqa: E402
-from gpsearch.evaluator import Evaluator  # noqa: E402
-from gpsearch.masks import parse_pattern  # noqa: E402
-from gpsearch.search.loop import SearchConfig, Searcher  # noqa: E402
-from gpsearch.search.space import load_space  # noqa: E402
+from gpsearch.engine.loop import SearchConfig, Searcher  # noqa: E402
+from gpsearch.engine.space import load_space  # noqa: E402
+from gpsearch.io import code_version  # noqa: E402
+from gpsearch.pruning.evaluator import Evaluator  # noqa: E402
+from gpsearch.pruning.fingerprint import ExprServices  # noqa: E402
+from gpsearch.pruning.masks import parse_pattern  # noqa: E402
 from gpsearch.tree import PRUNERZERO, parse_prefix  # noqa: E402
-from gpsearch.tree.canonical import ExprServices  # noqa: E402
 from gpsearch.workers.serial import SerialBackend  # noqa: E402
-from gpsearch.provenance import code_version  # noqa: E402
 
 
 def naive_one(expr: str, model: str, calib: CalibConfig, ev: EvalConfig, sparsity: float,

@@ -30,13 +30,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gpsearch.provenance import code_version  # noqa: E402
-from gpsearch.features import COMPUTED  # noqa: E402
-from gpsearch.maskcache import MaskCache  # noqa: E402
-from gpsearch.search.evaluation import capped  # noqa: E402
-from gpsearch.search.stages import promoted, score_of  # noqa: E402
-from gpsearch.workers.serial import SerialBackend  # noqa: E402
 from run_files import read_run, run_evaluator  # noqa: E402
+
+from gpsearch.engine.result import fitness_of  # noqa: E402
+from gpsearch.fitness.stages import promoted, score_of  # noqa: E402
+from gpsearch.io import code_version, relative_path  # noqa: E402
+from gpsearch.pruning.features import COMPUTED  # noqa: E402
+from gpsearch.pruning.fingerprint import MaskCache  # noqa: E402
+from gpsearch.workers.serial import SerialBackend  # noqa: E402
 
 
 def timed(backend: SerialBackend, expr: str, windows: tuple[int, int], masks: bool = True,
@@ -105,7 +106,7 @@ def main() -> None:
         alive = list(values)
         for k in range(1, len(stages)):
             n = promoted(len(gen), stages[k][1])
-            alive = sorted(alive, key=lambda e: (capped(score_of("kl", values[e])), e))[:n]
+            alive = sorted(alive, key=lambda e: (fitness_of(score_of("kl", values[e])), e))[:n]
             for e in alive:
                 res, sec = timed(kl, e, (stages[k - 1][0], stages[k][0]), masks=False, fresh=False)
                 staged_s += sec
@@ -117,7 +118,8 @@ def main() -> None:
     print(f"long: {sum(long):.1f} s for {len(long)} trees", flush=True)
 
     out = {
-        "bench": "throughput", **version, "run_dir": str(run), "run_commit": config.get("commit"),
+        "bench": "throughput", **version, "run_dir": relative_path(run),
+        "run_commit": config.get("commit"),
         "model": s["model"], "sparsity": s["sparsity"], "pattern": s["pattern"],
         "seqlen": ev.seqlen, "stages": s.get("stages"), "trees": len(trees),
         "offspring": args.offspring, "reference_build_s": round(reference_s, 1),

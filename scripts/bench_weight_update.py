@@ -24,10 +24,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gpsearch.commands.common import write_json  # noqa: E402
-from gpsearch.compare import resolve_method, run_one  # noqa: E402
 from gpsearch.config import CalibConfig, EvalConfig  # noqa: E402
-from gpsearch.masks import parse_pattern  # noqa: E402
+from gpsearch.io import relative_path, write_json  # noqa: E402
+from gpsearch.jobs.compare.registry import resolve_method  # noqa: E402
+from gpsearch.jobs.compare.run import run_one  # noqa: E402
+from gpsearch.pruning.masks import parse_pattern  # noqa: E402
 
 BEST = "add(mul(W, sqrt(X)), zsn(mul(mul(W, sqrt(sqrt(X))), G)))"
 DEFAULT_RUNS = [f"{m}@{p}" for p in ("unstructured", "2:4") for m in (
@@ -67,7 +68,7 @@ def main() -> None:
                     help="statistics of the tree masks: block by block (default, as Wanda) or "
                          "once from the dense model")
     args = ap.parse_args()
-    from gpsearch.evaluator import Evaluator
+    from gpsearch.pruning.evaluator import Evaluator
 
     calib = CalibConfig(nsamples=128, seqlen=256)
     ev = EvalConfig(split="test", seqlen=256, max_windows=args.max_windows)
@@ -82,7 +83,7 @@ def main() -> None:
         if old["config"]["calib"] == calib.to_dict() and old["config"]["evaluation"] == ev.to_dict():
             for r in old["rows"]:
                 if r["method"] in ("dense", "wanda", "sparsegpt") and r.get("error") is None:
-                    result["rows"].append({**r, "source": args.include})
+                    result["rows"].append({**r, "source": relative_path(args.include)})
     evaluator = Evaluator(args.model, calib, progress=True)
     base = {"model": args.model, "calibration": calib.to_dict(), "evaluation": ev.to_dict()}
     for spec, pattern in runs:
@@ -94,7 +95,7 @@ def main() -> None:
             try:
                 return _fn(*a, **k)
             finally:
-                cpu["s"] = time.process_time() - c0
+                cpu["s"] = time.process_time() - c0  # noqa: B023 - called at once
 
         row = run_one(evaluator, dataclasses.replace(method, fn=timed), pattern, 0.5, ev, {}, base)
         row.update(prune_cpu_s=cpu.get("s"), load_avg=os.getloadavg()[0], commit=result["commit"])

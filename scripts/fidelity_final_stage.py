@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gpsearch.provenance import code_version  # noqa: E402
+from gpsearch.io import code_version, relative_path  # noqa: E402
 
 
 def picks(hof: list[str], rows: dict, field: str, sizes=(2, 3, 4, 6, 8, 10)) -> list[dict]:
@@ -53,8 +53,9 @@ def main() -> None:
             print(f"{kind} N={t['trees']:2d}: final stage picks test {t['pick_test_ppl']:.3f} "
                   f"(last stage's pick {t['last_stage_pick_test_ppl']:.3f}, best of the N "
                   f"{t['best_of_n_test_ppl']:.3f})  {t['pick']}")
-    out = {"bench": "fidelity_final_stage", **code_version(), "fidelity": args.fidelity,
-           "fidelity_commit": fid.get("commit"), "run": str(args.run), "run_commit": run_commit,
+    out = {"bench": "fidelity_final_stage", **code_version(),
+           "fidelity": relative_path(args.fidelity), "fidelity_commit": fid.get("commit"),
+           "run": relative_path(args.run), "run_commit": run_commit,
            "final_windows": fid["val_windows"],
            "test_windows": fid.get("best10_test_windows") or fid["test_windows"],
            "hall_of_fame": hof, "tables": tables}

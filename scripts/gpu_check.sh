@@ -52,7 +52,7 @@ step memory_offload_device_map env PY="$PY" bash scripts/gpu_check_memory.sh
 import json, os, sys, time
 from pathlib import Path
 import torch
-from gpsearch.provenance import code_version
+from gpsearch.io import code_version
 
 steps_file, work, out = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
 steps = {}

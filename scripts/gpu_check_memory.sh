@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 "$PY" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 3)' || {
     echo "gpu_check_memory: no CUDA device, skipped"; exit 0; }
-"$PY" -m pytest -q tests/test_offload.py tests/test_memory.py tests/test_features.py
+"$PY" -m pytest -q tests/model/test_offload.py tests/model/test_memory.py tests/pruning/test_features.py
 "$PY" scripts/gpu_memory_check.py --dtype bfloat16
 "$PY" scripts/gpu_memory_check.py --dtype float32
 if [ "$("$PY" -c 'import torch; print(torch.cuda.device_count())')" -ge 2 ]; then

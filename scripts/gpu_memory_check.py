@@ -30,9 +30,9 @@ def main() -> int:
         print("no CUDA device: nothing to check")
         return 0
     from gpsearch.config import CalibConfig
-    from gpsearch.evaluator import Evaluator
-    from gpsearch.masks import parse_pattern
-    from gpsearch.memory import accounting
+    from gpsearch.model.memory import accounting
+    from gpsearch.pruning.evaluator import Evaluator
+    from gpsearch.pruning.masks import parse_pattern
     from gpsearch.tree import parse_prefix
 
     torch.cuda.reset_peak_memory_stats()

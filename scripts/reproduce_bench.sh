@@ -2,7 +2,7 @@
 # Regenerate every committed benchmark artefact under bench/ at the current commit: the four bench
 # scripts, the default search (bench/default_search), the two compare tables, the Wanda prune
 # record and the SlimGPT record, then the GPU check (which only says so on a machine without CUDA).
-# Every JSON it writes records the commit and whether the tree was dirty (gpsearch.provenance).
+# Every JSON it writes records the commit and whether the tree was dirty (gpsearch.io).
 # Takes hours on 2 CPU cores (the default search alone ~30 min, the seed-systems compare longer):
 # run it on an otherwise idle machine, from a clean checkout.
 #
@@ -84,6 +84,9 @@ run "$PY" scripts/bench_throughput.py "$SEARCH" --trees 32 --long-trees 6 --long
   --out bench/bench_throughput.json
 # whole-model masks with the current selection beside the top-k one it replaced (same masks)
 run "$PY" scripts/bench_masks.py "$SEARCH" --trees 8 --reps 3 --out bench/bench_masks.json
+# search efficiency (issue 26): GP vs random search vs mutation-only vs GP without seeds, 150
+# first-stage evaluations per run, 3 seeds of gp and random (hours on 2 cores; resumable per run)
+run "$PY" scripts/bench_search_efficiency.py --budget 150 --out bench/search_efficiency.json
 # fidelity of each fitness x token budget vs the TEST PPL, over 30 trees of that run (the best 10
 # on the whole test split), then what a final stage on 64 validation windows would have picked
 run "$PY" scripts/bench_fidelity.py --run "$SEARCH" --n 30 --best 12 --val-windows 64 \

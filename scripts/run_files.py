@@ -12,8 +12,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gpsearch.config import CalibConfig, EvalConfig  # noqa: E402
-from gpsearch.evaluator import Evaluator  # noqa: E402
-from gpsearch.masks import parse_pattern  # noqa: E402
+from gpsearch.pruning.evaluator import Evaluator  # noqa: E402
+from gpsearch.pruning.masks import parse_pattern  # noqa: E402
 
 
 def read_run(run: Path) -> tuple[dict, list[dict]]:

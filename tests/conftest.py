@@ -63,7 +63,7 @@ def corpus(tmp_path):
 
 
 def loaded(model, tokenizer, name: str = "tiny"):
-    from gpsearch.models import LoadedModel
+    from gpsearch.model.load import LoadedModel
 
     return LoadedModel(model, tokenizer, name, f"{name}-{id(model)}")
 
@@ -81,3 +81,33 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def embedded_lm():
+    """The embedded SmolLM2-135M, loaded once per test run and shared by every integration test
+    (each restores the weights it prunes: the Evaluator's restore, or a test's own copy)."""
+    from gpsearch.model.load import load_model
+
+    return load_model("smollm2-135m")
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray instance (2 CPUs, token auth off) for the whole test run, shut down at the
+    end: starting Ray costs seconds, so every Ray test shares it."""
+    import os
+    import shutil
+    import tempfile
+
+    ray = pytest.importorskip("ray")
+    saved = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    ray_tmp = tempfile.mkdtemp(prefix="gr", dir="/tmp")  # short: Ray's socket paths are limited
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=ray_tmp)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+        os.environ.pop("RAY_AUTH_MODE") if saved is None else os.environ.update(RAY_AUTH_MODE=saved)
+        shutil.rmtree(ray_tmp, ignore_errors=True)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from gpsearch.models import block_linears, decoder_blocks
+from gpsearch.model.blocks import block_linears, decoder_blocks
 
 
 @torch.no_grad()

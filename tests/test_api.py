@@ -13,8 +13,8 @@ from gpsearch import api
 from gpsearch.cli import build_parser
 from gpsearch.config import CalibConfig, EvalConfig
 from gpsearch.errors import UserError
-from gpsearch.evaluator import Evaluator
-from gpsearch.search_run import DEFAULTS
+from gpsearch.jobs.search.run import DEFAULTS
+from gpsearch.pruning.evaluator import Evaluator
 from tests.conftest import loaded, make_llama
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_import_gpsearch_does_not_import_torch():
     code = ("import sys, gpsearch; assert 'torch' not in sys.modules; "
-            "import gpsearch.search.loop; assert 'torch' not in sys.modules; "
+            "import gpsearch.engine.loop; assert 'torch' not in sys.modules; "
             "assert callable(gpsearch.search) and callable(gpsearch.compare); print('ok')")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert out.stdout.strip() == "ok", out.stderr[-500:]
@@ -55,7 +55,7 @@ def test_prune_and_compare_cli_defaults_are_the_api_defaults():
 
 def test_search_wraps_run_search(monkeypatch):
     calls = []
-    monkeypatch.setattr("gpsearch.search_run.run_search",
+    monkeypatch.setattr("gpsearch.jobs.search.run.run_search",
                         lambda given, out=None, resume=None: calls.append((given, out, resume)))
     gpsearch.search(api.SearchSettings(population=8), out="runs/x", generations=3)
     given, out, _ = calls[-1]

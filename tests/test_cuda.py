@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from gpsearch.config import CalibConfig, EvalConfig
-from gpsearch.evaluator import Evaluator
-from gpsearch.masks import parse_pattern
+from gpsearch.pruning.evaluator import Evaluator
+from gpsearch.pruning.masks import parse_pattern
 from gpsearch.tree import EXTENDED, parse_prefix
 
-from .conftest import loaded, make_llama
+from tests.conftest import loaded, make_llama
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]

@@ -4,8 +4,15 @@ import math
 
 import pytest
 
-from gpsearch.plots import (plot_allocation, plot_ppl_vs_sparsity, plot_progress, progress_series,
-                            zoom_range)
+from gpsearch.engine.result import MAX_FITNESS
+from gpsearch.plots import (
+    PENALTY_FLOOR,
+    plot_allocation,
+    plot_ppl_vs_sparsity,
+    plot_progress,
+    progress_series,
+    zoom_range,
+)
 
 
 def _records():
@@ -47,3 +54,7 @@ def test_files_are_written(tmp_path):
     assert plot_ppl_vs_sparsity(rows, tmp_path / "s.png").stat().st_size > 1000
     assert plot_ppl_vs_sparsity(rows[:1], tmp_path / "none.png") is None
     assert plot_allocation({"l0.q": 0.4, "l0.k": 0.6}, tmp_path / "a.png").stat().st_size > 1000
+
+
+def test_the_failure_floor_is_the_engines_fitness_cap():
+    assert PENALTY_FLOOR == MAX_FITNESS  # plots may not import the engine: the two must agree

@@ -3,13 +3,13 @@ levels on a grid, mutations that move sparsity between blocks so the total never
 (1 + lambda) selection on the staged validation fitness of the metric search). Writes
 DIR/best_allocation.json after every generation: replay it with
 ``gpsearch prune --tree TREE --sparsity S --allocation DIR/best_allocation.json``.
-(The Python function: ``gpsearch.allocate_run.run_allocate``.)"""
+(The Python function: ``gpsearch.allocate``.)"""
 
 from __future__ import annotations
 
 import argparse
 
-from ..allocate_run import AllocateSettings
+from gpsearch.api import AllocateSettings
 
 D = AllocateSettings()
 
@@ -64,7 +64,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from ..allocate_run import run_allocate
+    from gpsearch import api
 
     s = AllocateSettings(
         tree=args.tree, also_trees=args.also_trees, p_tree=args.p_tree,
@@ -77,7 +77,7 @@ def run(args) -> int:
         time_budget=args.time_budget, test_windows=args.test_windows,
         test_uniform=not args.skip_uniform_test, dtype=args.dtype,
         device=args.device, cache_dir=args.cache_dir)
-    res = run_allocate(s, out=args.out, resume=args.resume)
+    res = api.allocate(s, out=args.out, resume=args.resume)
     r = res["rows"]
     print(f"validation {res['val_score']['fitness']}: uniform {res['val_score']['uniform']:.4f}, "
           f"searched {res['val_score']['searched']:.4f}")

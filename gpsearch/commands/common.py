@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
-from pathlib import Path
 
-from ..config import CalibConfig, EvalConfig
-from ..models import EMBEDDED
+from gpsearch.allocation.levels import DEFAULT_OWL_LAMBDA, DEFAULT_OWL_M
+from gpsearch.config import CalibConfig, EvalConfig
+from gpsearch.model.load import EMBEDDED
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -52,25 +50,6 @@ def eval_from(args, split: str = "test") -> EvalConfig:
                       max_windows=args.max_windows, batch_size=args.batch_size)
 
 
-def write_record(path: str | Path | None, rec: dict) -> None:
-    """``--json PATH``: write the run record there, with the commit of the code (nothing when
-    no path was given)."""
-    if path:
-        from ..provenance import code_version
-
-        write_json(path, {**rec, **code_version()})
-        print(f"record written to {path}")
-
-
-def write_json(path: str | Path, obj) -> None:
-    """Write JSON atomically (a crash never leaves half a file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
-
-
 def add_zero_shot_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-zero-shot", default=None, metavar="TASKS",
                    help="zero-shot accuracy through lm-eval on the pruned model in memory, "
@@ -86,7 +65,8 @@ def add_allocation_args(p: argparse.ArgumentParser) -> None:
                    help="layer-wise sparsity: uniform, owl (Outlier Weighed Layerwise, from the "
                         "metric's own scores; Wanda's for SparseGPT) or an allocation FILE.json "
                         "(e.g. written by gpsearch allocate); default: every linear at --sparsity")
-    p.add_argument("--owl-m", type=float, default=5.0,
-                   help="OWL outlier threshold M: scores above M x the block's mean (default 5)")
-    p.add_argument("--owl-lambda", type=float, default=0.08,
-                   help="OWL: block sparsities within sparsity +- lambda (default 0.08)")
+    p.add_argument("--owl-m", type=float, default=DEFAULT_OWL_M,
+                   help="OWL outlier threshold M: scores above M x the block's mean "
+                        "(default %(default)g)")
+    p.add_argument("--owl-lambda", type=float, default=DEFAULT_OWL_LAMBDA,
+                   help="OWL: block sparsities within sparsity +- lambda (default %(default)g)")

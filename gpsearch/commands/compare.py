@@ -11,10 +11,18 @@ from __future__ import annotations
 import argparse
 import time
 
-from ..compare import METHODS, CompareConfig, parse_sparsities, split_list
-from ..errors import UserError
-from .common import (add_calib_args, add_model_args, add_placement_args, add_zero_shot_args,
-                     calib_from, eval_from)
+from gpsearch.commands.common import (
+    add_calib_args,
+    add_model_args,
+    add_placement_args,
+    add_zero_shot_args,
+    calib_from,
+    eval_from,
+)
+from gpsearch.errors import UserError
+from gpsearch.jobs.compare.method import parse_sparsities, split_list
+from gpsearch.jobs.compare.registry import METHODS
+from gpsearch.jobs.compare.run import CompareConfig
 
 D = CompareConfig()  # the defaults of the Python API are the CLI's
 
@@ -42,7 +50,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--option", action="append", default=[], metavar="METHOD.KEY=VALUE",
                    help="a knob of one method, repeatable: e.g. tiers.max_steps=20, "
                         "shortgpt.n_remove_layers=6, wanda+lora.lora_max_steps=50 (see "
-                        "gpsearch/compare_methods.py for each method's knobs)")
+                        "gpsearch/jobs/compare/methods.py for each method's knobs)")
     p.add_argument("--include", nargs="+", default=[], metavar="RESULTS",
                    help="rows of earlier compare runs (results.json or its folder) to put in "
                         "this table; refused when their model, calibration or evaluation differ")
@@ -53,9 +61,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "owl (from the method's own scores; Wanda's for wanda/sparsegpt), "
                         "FILE.json (gpsearch allocate); default: every linear at --sparsity")
     p.add_argument("--owl-m", type=float, default=D.owl_m,
-                   help="OWL outlier threshold M (scores above M x the block mean; default 5)")
+                   help="OWL outlier threshold M (scores above M x the block mean; default %(default)g)")
     p.add_argument("--owl-lambda", type=float, default=D.owl_lambda,
-                   help="OWL: block sparsities within sparsity +- lambda (default 0.08)")
+                   help="OWL: block sparsities within sparsity +- lambda (default %(default)g)")
     add_model_args(p)
     add_placement_args(p)
     add_calib_args(p)
@@ -100,7 +108,7 @@ def config_from(args) -> CompareConfig:
             options[m] = {**given, **options.get(m, {})}
     metric = options.get("sparsegpt", {}).get("metric")
     if metric is not None:  # a bad tree is a one-line error now, not a failed row later
-        from ..tree import load_tree
+        from gpsearch.tree import load_tree
 
         load_tree(str(metric))
     return CompareConfig(
@@ -118,7 +126,7 @@ def config_from(args) -> CompareConfig:
 
 
 def run(args) -> int:
-    from ..api import compare
+    from gpsearch.api import compare
 
     result = compare(config_from(args))  # input errors surface before the model is loaded
     failed = [r for r in result["rows"] if r["error"]]

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import argparse
 
-from ..allocation import DEFAULT_OWL_LAMBDA, DEFAULT_OWL_M
-from ..baselines.iterative import IterativeConfig, run_iterative
-from ..models import EMBEDDED
+from gpsearch.allocation.levels import DEFAULT_OWL_LAMBDA, DEFAULT_OWL_M
+from gpsearch.api import IterativeConfig
+from gpsearch.model.load import EMBEDDED
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -23,7 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--schedule", default="geometric", choices=("geometric", "cubic"),
                    help="geometric (fixed fraction per round) or cubic (Zhu & Gupta over "
                         "--max-iterations rounds)")
-    p.add_argument("--epochs-per-iteration", type=int, default=3, help="fine-tuning epochs per round")
+    p.add_argument("--epochs-per-iteration", type=int, default=3,
+                   help="fine-tuning epochs per round")
     p.add_argument("--max-steps", type=int, default=2500, help="max optimizer steps per epoch")
     p.add_argument("--lr", type=float, default=1e-5, help="AdamW learning rate")
     p.add_argument("--batch-size", type=int, default=8, help="fine-tuning batch size (sequences)")
@@ -45,11 +46,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allocation", default=None,
                    help="layer-wise sparsity: uniform, owl (from the metric's dense scores) or an "
                         "allocation FILE.json for --target-sparsity; every round follows its "
-                        "profile scaled to the round's sparsity (default: none, every linear alike)")
+                        "profile scaled to the round's sparsity (default: none, every linear "
+                        "alike)")
     p.add_argument("--owl-m", type=float, default=DEFAULT_OWL_M,
-                   help="OWL outlier threshold (default 5)")
+                   help="OWL outlier threshold (default %(default)g)")
     p.add_argument("--owl-lambda", type=float, default=DEFAULT_OWL_LAMBDA,
-                   help="OWL: block sparsities within the target +- lambda (default 0.08)")
+                   help="OWL: block sparsities within the target +- lambda (default %(default)g)")
     p.add_argument("--save", default=None,
                    help="run directory (state after every round; default runs/iterative_<time>)")
     p.add_argument("--resume", default=None,
@@ -70,10 +72,8 @@ def config_from(args) -> IterativeConfig:
 
 
 def run(args) -> int:
-    from ..tree import load_tree
+    from gpsearch import api
 
-    cfg = None if args.resume else config_from(args)
-    if cfg is not None:
-        load_tree(cfg.metric)  # a bad metric fails before the model is loaded
-    run_iterative(cfg, save_dir=args.save, resume=args.resume)
+    cfg = None if args.resume else config_from(args)  # a resumed run keeps its saved config
+    api.iterative(cfg, save_dir=args.save, resume=args.resume)  # prints as it goes
     return 0

@@ -8,18 +8,26 @@ from __future__ import annotations
 
 import argparse
 
-from ..api import PruneConfig
-from ..export import SAVE_FORMATS
-from .common import (add_allocation_args, add_calib_args, add_model_args, add_placement_args,
-                     add_zero_shot_args, calib_from, eval_from,
-                     write_record)
+from gpsearch.api import PruneConfig
+from gpsearch.commands.common import (
+    add_allocation_args,
+    add_calib_args,
+    add_model_args,
+    add_placement_args,
+    add_zero_shot_args,
+    calib_from,
+    eval_from,
+)
+from gpsearch.jobs.record import write_record
+from gpsearch.model.export import SAVE_FORMATS
 
 D = PruneConfig()  # the defaults of the Python API are the CLI's
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tree", required=True,
-                   help="metric: trees/NAME.json, a bare name such as wanda, or a prefix expression")
+                   help="metric: trees/NAME.json, a bare name such as wanda, or a prefix "
+                        "expression")
     p.add_argument("--sparsity", type=float, default=D.sparsity,
                    help="fraction of weights set to zero")
     p.add_argument("--pattern", default=D.pattern, help="unstructured, 2:4, 4:8 (N:M)")
@@ -63,7 +71,7 @@ def config_from(args) -> PruneConfig:
 
 
 def run(args) -> int:
-    from ..api import prune
+    from gpsearch.api import prune
 
     rec = prune(config_from(args))
     e = rec["evaluation"]
@@ -80,7 +88,7 @@ def run(args) -> int:
         print("block sparsity: " + " ".join(f"{b:.3f}" for b in rec["block_sparsity"]))
     write_record(args.json, rec)
     if args.json:
-        from ..allocation_run import plot_next_to
+        from gpsearch.allocation.apply import plot_next_to
 
         png = plot_next_to(rec, args.json)
         if png:

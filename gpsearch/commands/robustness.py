@@ -4,16 +4,16 @@ tree is evaluated), with the features of another calibration size or seed, and a
 and sparsities; all on one resident model. Masks equal to ones already scored reuse their
 perplexity, and the table says where a tree's masks are exactly its baseline's. Prints a markdown
 table; --out writes robustness.md and robustness.json (config and commit recorded).
-(The Python function: ``gpsearch.robustness.run_robustness``.)"""
+(The Python function: ``gpsearch.robustness``.)"""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 
-from ..config import EvalConfig
-from ..robustness import RobustnessConfig
-from .common import add_calib_args, add_model_args, calib_from
+from gpsearch.api import RobustnessConfig
+from gpsearch.commands.common import add_calib_args, add_model_args, calib_from
+from gpsearch.config import EvalConfig
 
 D = RobustnessConfig()  # the defaults of the Python API are the CLI's
 
@@ -51,10 +51,10 @@ def config_from(args) -> RobustnessConfig:
 
 
 def run(args) -> int:
-    from ..robustness import run_robustness
+    from gpsearch import api
 
     cfg = config_from(args)
-    rec = run_robustness(cfg)
+    rec = api.robustness(cfg)
     print(rec["markdown"])
     if cfg.out:
         print(f"written to {cfg.out}/robustness.md and robustness.json")

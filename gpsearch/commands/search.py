@@ -4,13 +4,13 @@ forward pass. Everything goes to a run directory (config.json, checkpoint.json a
 generation, log.jsonl, hall_of_fame.csv, best_tree.json, progress.png, summary.md); --resume
 continues an interrupted run to the same result. At the end the best tree is compared with dense,
 magnitude and Wanda on the TEST split. With no arguments it searches the embedded model and corpus
-in about half an hour on 2 cores. (The application logic: ``gpsearch.search_run``.)"""
+in about half an hour on 2 cores. (The application logic: ``gpsearch.jobs.search.run``.)"""
 
 from __future__ import annotations
 
 import argparse
 
-from ..search_run import DEFAULTS, run_search
+from gpsearch.jobs.search.run import DEFAULTS, run_search
 
 OPTS = {  # option -> (type, help)
     "model": (str, "the embedded model, a hub id, a local HF directory or a .gguf file"),

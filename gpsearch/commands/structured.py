@@ -10,86 +10,55 @@ directory (models with per-layer widths reload with from_pretrained(dir, trust_r
 from __future__ import annotations
 
 import argparse
-import time
 
-from ..save import check_save_dir
-from .common import add_calib_args, add_model_args, calib_from, eval_from, write_record
+from gpsearch.api import StructuredConfig
+from gpsearch.commands.common import add_calib_args, add_model_args
+
+D = StructuredConfig()  # the defaults of the Python API are the CLI's
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", required=True, choices=("shortgpt", "width", "slimgpt"))
-    p.add_argument("--n-remove-layers", type=int, default=None,
+    p.add_argument("--n-remove-layers", type=int, default=D.n_remove_layers,
                    help="shortgpt: layers to remove (default 25%% of them); width: also remove "
                         "this many lowest-Block-Influence layers (default 0)")
-    p.add_argument("--pruning-ratio", type=float, default=0.2,
+    p.add_argument("--pruning-ratio", type=float, default=D.pruning_ratio,
                    help="width/slimgpt: fraction of attention groups and MLP channels removed")
-    p.add_argument("--importance", default="taylor",
+    p.add_argument("--importance", default=D.importance,
                    help="width: taylor (|W|*G), wanda (|W|*sqrt(X)) or any metric tree spec")
-    p.add_argument("--ranking", default="global", choices=("global", "layer"),
+    p.add_argument("--ranking", default=D.ranking, choices=("global", "layer"),
                    help="width: rank units across all layers, or remove the ratio in each layer")
-    p.add_argument("--max-samples", type=int, default=None,
+    p.add_argument("--max-samples", type=int, default=D.max_samples,
                    help="slimgpt: cap on the tokens feeding each layer's Hessian")
-    p.add_argument("--ratio-schedule", default="uniform", choices=("uniform", "log"),
+    p.add_argument("--ratio-schedule", default=D.ratio_schedule, choices=("uniform", "log"),
                    help="slimgpt: same ratio in every layer, or growing with depth (log)")
-    p.add_argument("--rounds", type=int, default=8, help="slimgpt: greedy batches for MLP channels")
+    p.add_argument("--rounds", type=int, default=D.rounds,
+                   help="slimgpt: greedy batches for MLP channels")
     add_model_args(p)
     add_calib_args(p)
-    p.add_argument("--lora", action="store_true", help="then LoRA recovery (r 8, alpha 16, dropout 0.05)")
-    p.add_argument("--lora-steps", type=int, default=200, help="LoRA steps per epoch")
-    p.add_argument("--lora-lr", type=float, default=1e-4)
-    p.add_argument("--lora-batch-size", type=int, default=4)
+    p.add_argument("--lora", action="store_true",
+                   help="then LoRA recovery (r 8, alpha 16, dropout 0.05)")
+    p.add_argument("--lora-steps", type=int, default=D.lora_steps, help="LoRA steps per epoch")
+    p.add_argument("--lora-lr", type=float, default=D.lora_lr)
+    p.add_argument("--lora-batch-size", type=int, default=D.lora_batch_size)
     p.add_argument("--save", default=None, help="save the pruned model (HF directory) here")
     p.add_argument("--json", default=None, help="write the record to this file")
 
 
+def config_from(args) -> StructuredConfig:
+    return StructuredConfig(
+        method=args.method, n_remove_layers=args.n_remove_layers,
+        pruning_ratio=args.pruning_ratio, importance=args.importance, ranking=args.ranking,
+        max_samples=args.max_samples, ratio_schedule=args.ratio_schedule, rounds=args.rounds,
+        model=args.model, dtype=args.dtype, device=args.device, cache_dir=args.cache_dir,
+        data=args.data, nsamples=args.nsamples, seqlen=args.seqlen, seed=args.seed,
+        batch_size=args.batch_size, max_windows=args.max_windows, lora=args.lora,
+        lora_steps=args.lora_steps, lora_lr=args.lora_lr, lora_batch_size=args.lora_batch_size,
+        save=args.save, record=args.json)
+
+
 def run(args) -> int:
-    from ..evaluator import Evaluator
-    from ..models import decoder_blocks
-    from ..structured.surgery import save_structured
+    from gpsearch import api
 
-    check_save_dir(args.save)
-    calib, ev = calib_from(args), eval_from(args, "test")
-    print(f"calibration: {calib.to_dict()}")
-    t0 = time.perf_counter()
-    evaluator = Evaluator(args.model, calib, args.dtype, args.device, args.cache_dir, progress=True)
-    lm = evaluator.lm
-    dense = evaluator.perplexity(ev)["ppl"]
-    if args.method == "shortgpt":
-        from ..structured.shortgpt import shortgpt
-
-        n = args.n_remove_layers if args.n_remove_layers is not None \
-            else len(decoder_blocks(lm.model)) // 4
-        rec = shortgpt(lm, calib, n)
-    elif args.method == "width":
-        from ..structured.width import width_prune
-
-        rec = width_prune(evaluator, args.importance, args.pruning_ratio, args.ranking,
-                          args.n_remove_layers or 0)
-    else:
-        from ..structured.slimgpt import slimgpt
-
-        rec = slimgpt(lm, calib, args.pruning_ratio, args.max_samples, args.ratio_schedule, args.rounds)
-    rec.update(command="structured", dense_ppl=dense, ppl=evaluator.perplexity(ev)["ppl"],
-               evaluation=ev.to_dict(), model=args.model)
-    print(f"parameters: {rec['params_before']:,} -> {rec['params_after']:,} "
-          f"({100 * (1 - rec['params_after'] / rec['params_before']):.2f}% fewer)")
-    if rec.get("removed_layers"):
-        print(f"removed layers: {rec['removed_layers']}")
-    print(f"perplexity ({ev.split}, seqlen {ev.seqlen}): dense {dense:.3f} -> pruned {rec['ppl']:.3f}")
-    if args.lora:
-        from ..recovery.lora import LoraSettings, lora_recover
-
-        s = LoraSettings(lr=args.lora_lr, max_steps=args.lora_steps, batch_size=args.lora_batch_size,
-                         seqlen=args.seqlen, data=args.data)
-        from ..perplexity import perplexity
-
-        windows = evaluator.windows(ev)
-        _, rec["lora"] = lora_recover(lm.model, lm.tokenizer, s, progress=True,
-                                      measure=lambda m: perplexity(m, windows, ev.batch_size)["ppl"])
-        rec["ppl"] = rec["lora"]["ppl_after"]
-        print(f"LoRA: perplexity {rec['lora']['ppl_before']:.3f} -> {rec['lora']['ppl_after']:.3f}")
-    rec["wall_s"] = time.perf_counter() - t0
-    write_record(args.json, rec)
-    if args.save:
-        print(f"model saved to {save_structured(lm, args.save, rec)}")
+    api.structured(config_from(args))  # prints as it goes; writes --json and --save
     return 0

@@ -8,10 +8,10 @@ from typing import Callable, Mapping
 import sympy
 import torch
 
-from ..errors import TreeError
-from .node import Node
-from .ops import PRUNERZERO, Registry
-from .parse import validate
+from gpsearch.errors import TreeError
+from gpsearch.tree.node import Node
+from gpsearch.tree.ops import PRUNERZERO, Registry
+from gpsearch.tree.parse import validate
 
 
 def _postorder(node: Node, leaf: Callable, apply: Callable):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterator
 
-from ..errors import TreeError
+from gpsearch.errors import TreeError
 
 
 @dataclass(frozen=True)
@@ -50,10 +50,29 @@ class Node:
             stack.extend(reversed(node.children))
 
     def __str__(self) -> str:
-        from .parse import to_prefix  # the canonical text form lives with the parser
         return to_prefix(self)
 
 
 def terminals_used(node: Node) -> set[str]:
     """Names of the leaves of the tree (input terminals and constants)."""
     return {n.name for n in node.walk() if not n.children}
+
+
+def to_prefix(node: Node) -> str:
+    """Canonical text ``name(a, b)``: ``parse_prefix(to_prefix(n)) == n`` (DEAP prints the same)."""
+    parts: list[str] = []
+    stack: list = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            parts.append(item)
+        elif not item.children:
+            parts.append(item.name)
+        else:
+            parts.append(item.name + "(")
+            stack.append(")")
+            for k, child in enumerate(reversed(item.children)):
+                stack.append(child)
+                if k < len(item.children) - 1:
+                    stack.append(", ")
+    return "".join(parts)

@@ -22,7 +22,7 @@ from typing import Callable
 import sympy
 import torch
 
-from ..errors import TreeError
+from gpsearch.errors import TreeError
 
 NORM_FLOOR = 1e-12  # smallest divisor of div, rown and coln
 PDIV_EPS = 1e-8  # pdiv(x, y) = x / (|y| + PDIV_EPS)

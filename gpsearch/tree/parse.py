@@ -16,14 +16,15 @@ import os
 import re
 from pathlib import Path
 
-from ..errors import TreeError
-from .node import Node
-from .ops import EXTENDED, PRUNERZERO, Registry, registry_for
+from gpsearch.errors import TreeError
+from gpsearch.io import ROOT, Refused, read_text, write_text
+from gpsearch.tree.node import Node
+from gpsearch.tree.ops import EXTENDED, PRUNERZERO, Registry, registry_for
 
 MAX_HEIGHT = 17  # DEAP's classic static limit
 MAX_SIZE = 200  # nodes
 MAX_FILE_BYTES = 1 << 20  # tree files and expression strings
-TREES_DIR = Path(__file__).resolve().parents[2] / "trees"
+TREES_DIR = ROOT / "trees"
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
 _TOKEN = re.compile(r"\s*(?:([A-Za-z_][A-Za-z0-9_.]*)|([(),]))\s*")
 _JSON_KEYS = ("data", "left", "right")
@@ -140,26 +141,6 @@ def parse_prefix(text: str, registry: Registry = PRUNERZERO) -> Node:
     return validate(done, registry)
 
 
-def to_prefix(node: Node) -> str:
-    """Canonical text ``name(a, b)``: ``parse_prefix(to_prefix(n)) == n`` (DEAP prints the same)."""
-    parts: list[str] = []
-    stack: list = [node]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            parts.append(item)
-        elif not item.children:
-            parts.append(item.name)
-        else:
-            parts.append(item.name + "(")
-            stack.append(")")
-            for k, child in enumerate(reversed(item.children)):
-                stack.append(child)
-                if k < len(item.children) - 1:
-                    stack.append(", ")
-    return "".join(parts)
-
-
 # ---- Pruner-Zero JSON -----------------------------------------------------------------------
 def _json_children(d, depth: int) -> list:
     if not isinstance(d, dict):
@@ -228,22 +209,16 @@ def read_json_file(path: Path):
     """Decoded JSON of a tree file, refusing big files, non-UTF-8 text and deep nesting first."""
     where = _shown(path)
     try:
-        if not path.exists():
-            raise TreeError(f"tree file not found: {where}")
-        if not path.is_file():
-            raise TreeError(f"{where} is not a regular file")
-        if path.stat().st_size > MAX_FILE_BYTES:
-            raise TreeError(f"tree file {where} is larger than {MAX_FILE_BYTES} bytes")
-        with open(path, "rb") as f:
-            raw = f.read(MAX_FILE_BYTES + 1)
-    except OSError as e:
-        raise TreeError(f"cannot read tree file {where}: {e.strerror or type(e).__name__}") from None
-    if len(raw) > MAX_FILE_BYTES:
-        raise TreeError(f"tree file {where} is larger than {MAX_FILE_BYTES} bytes")
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise TreeError(f"tree file {where} is not UTF-8 text") from None
+        text = read_text(path, MAX_FILE_BYTES, encoding="utf-8-sig")
+    except Refused as e:
+        if e.reason == "unreadable":
+            why = f"cannot read tree file {where}: {e.error.strerror or type(e.error).__name__}"
+        else:
+            why = {"missing": f"tree file not found: {where}",
+                   "not_file": f"{where} is not a regular file",
+                   "too_big": f"tree file {where} is larger than {MAX_FILE_BYTES} bytes",
+                   "not_text": f"tree file {where} is not UTF-8 text"}[e.reason]
+        raise TreeError(why) from None
     if _nesting_depth(text) > MAX_HEIGHT + 1:
         raise TreeError(f"tree in {where} is deeper than {MAX_HEIGHT}")
     try:
@@ -290,9 +265,7 @@ def save_tree(node: Node, path) -> None:
     """Write the tree as pretty Pruner-Zero JSON (refusing a tree no registry could load)."""
     validate(node, registry_for(node) if isinstance(node, Node) else PRUNERZERO)
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
     try:
-        tmp.write_text(json.dumps(to_json(node), indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        write_text(path, json.dumps(to_json(node), indent=2) + "\n")
     except OSError as e:
         raise TreeError(f"cannot write tree file {_shown(path)}: {e.strerror or type(e).__name__}") from None

@@ -27,8 +27,8 @@ so the search never calls it; the summary prints the plain, unsimplified sympy f
 
 from __future__ import annotations
 
-from .node import Node
-from .ops import EXTENDED, Registry
+from gpsearch.tree.node import Node
+from gpsearch.tree.ops import EXTENDED, Registry
 
 NONNEG_TERMINALS = frozenset({"W", "X", "G", "H", "S"})  # see the module doc: inputs are >= 0
 NONNEG_OPS = frozenset({"sqr", "pow", "abs", "sqrt", "exp", "mms", "qrt"})  # value always >= 0

@@ -1,2 +1,4 @@
-"""Backends behind ``evaluate_many(expressions) -> results``: serial in-process, and Ray actors
-(``ray_backend``, the only module of gpsearch that imports Ray)."""
+"""Backends behind ``evaluate_many(expressions) -> results``: serial in-process (``serial``),
+Ray actors that keep the model resident (``actor``, ``ray_backend``: the only modules of gpsearch
+that import Ray), several backends as one (``multi``), and ``factory`` that builds one from the
+search settings."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from .result import EvalResult
+from gpsearch.engine.result import EvalResult
 
 
 def worker_spec(model: str, calib, ev, sparsity: float, pattern: str = "unstructured",
@@ -37,10 +37,10 @@ class EvalWorker:
         if threads:  # the cores are split between actors: Evaluator's set_threads respects this
             os.environ["OMP_NUM_THREADS"] = str(threads)
             torch.set_num_threads(threads)
-        from ..config import CalibConfig, EvalConfig
-        from ..evaluator import Evaluator
-        from ..masks import parse_pattern
-        from .serial import SerialBackend
+        from gpsearch.config import CalibConfig, EvalConfig
+        from gpsearch.pruning.evaluator import Evaluator
+        from gpsearch.pruning.masks import parse_pattern
+        from gpsearch.workers.serial import SerialBackend
 
         ev = EvalConfig.from_dict(spec["ev"])
         self.evaluator = Evaluator(spec["model"], CalibConfig.from_dict(spec["calib"]),

@@ -5,10 +5,10 @@ Importing this module never imports Ray; only the Ray branch of ``make_backend``
 
 from __future__ import annotations
 
-from ..config import CalibConfig, EvalConfig
-from ..errors import UserError
-from ..masks import Pattern, parse_pattern
-from ..models import EMBEDDED
+from gpsearch.config import CalibConfig, EvalConfig
+from gpsearch.errors import UserError
+from gpsearch.model.load import EMBEDDED
+from gpsearch.pruning.masks import Pattern, parse_pattern
 
 
 def make_backend(workers: int = 0, address: str | None = None, *, model: str = EMBEDDED,
@@ -80,8 +80,8 @@ def make_backend(workers: int = 0, address: str | None = None, *, model: str = E
         pattern, scope = str(pattern), pattern.scope
     pat = parse_pattern(pattern, sparsity, scope)  # validate here, before any worker starts
     if workers <= 1 and not address:
-        from ..evaluator import Evaluator
-        from .serial import SerialBackend
+        from gpsearch.pruning.evaluator import Evaluator
+        from gpsearch.workers.serial import SerialBackend
 
         if evaluator is None:
             evaluator = Evaluator(model, calib, dtype, device, cache_dir, progress,
@@ -90,7 +90,7 @@ def make_backend(workers: int = 0, address: str | None = None, *, model: str = E
         evaluator.features.get_all(features)
         return SerialBackend(evaluator, sparsity, pat, ev, mode, fitness=fitness, topk=topk,
                              rescale=rescale, allocation=allocation)
-    from .ray_backend import RayBackend
+    from gpsearch.workers.ray_backend import RayBackend
 
     return RayBackend(model, calib, ev, sparsity, pattern, scope, mode, dtype, device, cache_dir,
                       workers=max(workers, 1), address=address, eval_timeout=eval_timeout,
@@ -109,7 +109,7 @@ def _condition_calib(calib: CalibConfig, c) -> CalibConfig:
 
 def _multi_backend(workers, address, conditions, reduce, kw: dict, evaluator=None):
     """One backend per condition, combined (see ``multi``)."""
-    from .multi import MultiConditionBackend
+    from gpsearch.workers.multi import MultiConditionBackend
 
     calib = kw["calib"]
     calib = CalibConfig.from_dict(calib) if isinstance(calib, dict) else (calib or CalibConfig())
@@ -118,7 +118,7 @@ def _multi_backend(workers, address, conditions, reduce, kw: dict, evaluator=Non
     ray = workers > 1 or bool(address)
     try:
         if ray:  # one group of actors per condition (the Ray backend even for one actor)
-            from .ray_backend import RayBackend
+            from gpsearch.workers.ray_backend import RayBackend
 
             per = max(1, workers // len(conditions))
             pattern, scope = kw["pattern"], kw["scope"]
@@ -138,8 +138,8 @@ def _multi_backend(workers, address, conditions, reduce, kw: dict, evaluator=Non
                     allocation=kw["allocation"], **extra))
                 labels.append(c.label())
             return MultiConditionBackend(backends, labels, kw["fitness"], reduce, parallel=True)
-        from ..evaluator import Evaluator
-        from .serial import SerialBackend
+        from gpsearch.pruning.evaluator import Evaluator
+        from gpsearch.workers.serial import SerialBackend
 
         evaluators = {}
         if evaluator is not None:

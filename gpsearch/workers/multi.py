@@ -24,7 +24,7 @@ import hashlib
 import math
 from concurrent.futures import ThreadPoolExecutor
 
-from .result import EvalResult, fitness_of
+from gpsearch.engine.result import EvalResult, fitness_of
 
 REDUCERS = ("mean", "max")
 
@@ -88,7 +88,7 @@ class MultiConditionBackend:
         return self.evaluate_many([expr], windows)[0]
 
     def evaluate_many(self, exprs: list[str], windows: tuple[int, int] | None = None) -> list[EvalResult]:
-        from ..search.stages import score_of
+        from gpsearch.fitness.stages import score_of
 
         exprs = list(exprs)
         per = self._each(lambda b: list(b.evaluate_many(exprs, windows)))

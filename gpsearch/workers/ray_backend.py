@@ -24,9 +24,9 @@ from collections import deque
 
 import ray
 
-from ..errors import UserError
-from .actor import EvalWorker, worker_spec
-from .result import EvalResult
+from gpsearch.engine.result import EvalResult
+from gpsearch.errors import UserError
+from gpsearch.workers.actor import EvalWorker, worker_spec
 
 START_ATTEMPTS = 2  # a worker slot whose replacement fails to start this many times is dropped
 RESOURCES = ("auto", "gpu", "cpu")

@@ -16,11 +16,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ..config import EvalConfig
-from ..errors import TreeError
-from ..masks import Pattern
-from ..tree import parse_prefix
-from .result import EvalResult, fitness_of
+from gpsearch.config import EvalConfig
+from gpsearch.engine.result import EvalResult, fitness_of
+from gpsearch.errors import TreeError
+from gpsearch.pruning.masks import Pattern
+from gpsearch.tree import parse_prefix
 
 NUMERIC = (RuntimeError, ValueError, FloatingPointError)
 
@@ -32,7 +32,7 @@ class SerialBackend:
                  mode: str = "dense", fitness: str = "ppl", topk: int = 512,
                  mask_cache_bytes: int = 512 << 20, rescale: dict | None = None,
                  feature_calib=None, allocation: dict | None = None):
-        from ..maskcache import MaskCache
+        from gpsearch.pruning.fingerprint import MaskCache
 
         if fitness not in ("ppl", "kl"):
             raise ValueError(f"unknown fitness {fitness!r}")
@@ -52,7 +52,7 @@ class SerialBackend:
         """The sparsity to prune ``tree`` at: the float, or an ``Allocated`` (see module doc)."""
         if self.allocation is None:
             return self.sparsity
-        from ..allocation_run import allocate
+        from gpsearch.allocation.apply import allocate
 
         if self.allocation.kind == "owl":
             with self.condition():
@@ -73,7 +73,7 @@ class SerialBackend:
     def dense_nll(self) -> list[float]:
         """Per-window NLL of the DENSE model on every validation window (computed once)."""
         if self._dense_nll is None:
-            from ..fitness import window_scores
+            from gpsearch.fitness.windows import window_scores
 
             ev = self.evaluator
             self._dense_nll = window_scores(ev.model, ev.windows(self.ev), self.ev.batch_size)["nll"]
@@ -81,7 +81,7 @@ class SerialBackend:
 
     # ---- fingerprints -------------------------------------------------------------------------
     def fingerprint_one(self, expr: str) -> str | None:
-        from ..maskcache import digest, pack
+        from gpsearch.pruning.fingerprint import digest, pack
 
         if self.mode != "dense":
             return None
@@ -106,8 +106,8 @@ class SerialBackend:
         """The dense model's top-K next-token reference on the validation windows (KL fitness);
         built on first use, while the model is dense, and cached on disk."""
         if self._reference is None:
-            from ..features import default_cache_dir
-            from ..fitness import cached_reference
+            from gpsearch.fitness.windows import cached_reference
+            from gpsearch.pruning.features import default_cache_dir
 
             ev = self.evaluator
             shared = ev.__dict__.setdefault("_fitness_references", {})  # backends of one model
@@ -121,9 +121,9 @@ class SerialBackend:
         return self._reference
 
     def evaluate_one(self, expr: str, windows: tuple[int, int] | None = None) -> EvalResult:
-        from ..fitness import window_scores
-        from ..maskcache import unpack
-        from ..perplexity import perplexity_from_losses
+        from gpsearch.fitness.perplexity import perplexity_from_losses
+        from gpsearch.fitness.windows import window_scores
+        from gpsearch.pruning.fingerprint import unpack
 
         t0 = time.perf_counter()
         ev = self.evaluator
@@ -155,7 +155,7 @@ class SerialBackend:
         total = sum(t for _, t in counts.values())
         ppl = perplexity_from_losses(_tensor(scores["nll"]), all_windows.shape[1])
         if self.fitness == "kl":
-            from ..search.stages import score_of
+            from gpsearch.fitness.stages import score_of
 
             value = score_of("kl", scores["kl"])
         else:
@@ -176,7 +176,7 @@ class SerialBackend:
 def _spec(d: dict | None):
     if not d:
         return None
-    from ..allocation_run import AllocationSpec
+    from gpsearch.allocation.apply import AllocationSpec
 
     return AllocationSpec.from_dict(d)
 
@@ -188,6 +188,6 @@ def _tensor(values):
 
 
 def _registry():
-    from ..tree import EXTENDED
+    from gpsearch.tree import EXTENDED
 
     return EXTENDED

@@ -1,0 +1,10 @@
+"""The search engine: genetic programming over metric trees with DEAP. Torch-free and Ray-free,
+not even transitively: everything that needs tensors (simplification, canonical keys, mask
+fingerprints, evaluation) is injected by the search application (``gpsearch.jobs.search``).
+
+Modules: ``space`` (search spaces as data), ``primitives`` (DEAP primitive sets), ``variation``
+(crossover, mutation, immigrants), ``loop`` (the ``Searcher``: step / run), ``evaluation`` (dedup,
+fingerprints, staged scoring of one generation), ``result`` (the record of one evaluation,
+``PENALTY``), ``conditions`` (evaluation conditions as data), ``tune`` (constant tuning),
+``checkpoint``, ``rundir`` and ``rundir_check`` (the resumable run directory, validated on read).
+"""

@@ -1,0 +1,8 @@
+"""The application flows that the Python API runs: the only package that wires the rest.
+
+``prune`` (one tree at one sparsity), ``compare/`` (methods and trees on one calibration, the
+report), ``search/`` (plan, run, final pick, report of a metric search), ``allocate`` (search a
+layer-wise allocation), ``robustness`` (a tree under perturbed conditions), ``iterative``
+(prune / fine-tune rounds), ``tiers`` (progressive block tiers), ``structured`` (ShortGPT, width,
+SlimGPT), ``lora`` (LoRA recovery of a saved pruned model), ``record`` (the ``--json`` record).
+"""

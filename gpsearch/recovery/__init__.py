@@ -1,1 +1,0 @@
-"""Recovery after pruning: LoRA fine-tuning with a sparsity-preserving merge."""

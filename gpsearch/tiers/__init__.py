@@ -1,1 +1,0 @@
-"""Progressive three-tier block pruning (seed 004): pure math, the CSV schedule, the runner."""
