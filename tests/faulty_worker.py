@@ -19,9 +19,10 @@ def faulty_worker(faults_path: str) -> type:
     faults_path = str(faults_path)
 
     class FaultyEvalWorker(EvalWorker):
-        def evaluate(self, expr: str):
+        def evaluate(self, expr: str, *args, **kwargs):
+            # forwards everything evaluate receives: the staged fitness sends (expr, windows)
             _fault(faults_path, expr)
-            return super().evaluate(expr)
+            return super().evaluate(expr, *args, **kwargs)
 
     return FaultyEvalWorker
 

@@ -2,17 +2,14 @@
 same results as the serial backend, in order; a killed worker is replaced and its candidate
 retried; a candidate past the timeout is penalised while the others complete.
 
-One Ray instance for the whole test run (``ray_session`` in conftest) and one 2-worker backend for the module (starting Ray costs ~5 s, a
-worker ~3 s). Faults are injected from the tests: the backends run ``tests.faulty_worker``'s
-EvalWorker subclass (``worker_cls``), bound to a JSON file each test rewrites; production
-workers have no fault hook (tests/workers/test_actor.py)."""
+One Ray instance for the whole test run (``ray_session`` in conftest) and one 2-worker backend
+for the module (starting Ray costs ~5 s, a worker ~3 s). Faults are injected from the tests: the
+backends run ``tests.faulty_worker``'s EvalWorker subclass (``worker_cls``), bound to a JSON file
+each test rewrites; production workers have no fault hook (tests/workers/test_actor.py)."""
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 import time
 
 import pytest
@@ -57,7 +54,8 @@ def serial(env):
 @pytest.fixture(scope="module")
 def backend(env, serial):
     b = make_backend(2, **env["specs"], worker_cls=env["worker_cls"])
-    assert isinstance(b, RayBackend) and b.placement["num_cpus"] == 1 and b.placement["threads"] == 1
+    assert (isinstance(b, RayBackend) and b.placement["num_cpus"] == 1
+            and b.placement["threads"] == 1)
     yield b
     b.close()
 
@@ -103,6 +101,23 @@ def test_killed_worker_is_replaced_and_its_candidate_retried(env, serial, backen
     assert all(r.ok for r in out)
     assert backend.stats["restarts"] == restarts + 1 and backend.stats["retries"] == retries + 1
     assert len(list(tickets.iterdir())) == len(EXPRS) + 1
+
+
+def test_killed_worker_on_the_staged_path_is_retried_with_its_windows(env, backend):
+    """The staged fitness sends (expr, windows): a worker killed there is replaced and the
+    candidate retried on the same windows, with the serial backend's numbers."""
+    reference = make_backend(0, **env["specs"])
+    want = reference.evaluate_many(EXPRS, windows=(1, 3))
+    tickets = env["root"] / "tickets_staged"
+    tickets.mkdir()
+    set_faults(env, dir=str(tickets), exit_at=1)
+    restarts, retries = backend.stats["restarts"], backend.stats["retries"]
+    got = backend.evaluate_many(EXPRS, windows=(1, 3))
+    assert [r.expr for r in got] == EXPRS and all(r.ok for r in got)
+    for a, b in zip(got, want):
+        assert (a.fitness, a.ppl, a.extra.get("nll")) == (b.fitness, b.ppl, b.extra.get("nll"))
+    assert backend.stats["restarts"] == restarts + 1 and backend.stats["retries"] == retries + 1
+    set_faults(env)
 
 
 def test_timeout_penalises_the_slow_candidate_and_the_rest_complete(env, serial, backend):
