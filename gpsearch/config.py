@@ -77,3 +77,17 @@ def _known(cls, d: dict) -> dict:
     if unknown:
         raise UserError(f"unknown {cls.__name__} keys: {', '.join(sorted(unknown))}")
     return dict(d)
+
+
+class FlatCalibration:
+    """For a config that holds the calibration and evaluation options flat, as its command line
+    does (``data``, ``nsamples``, ``seqlen``, ``seed``, ``batch_size``, ``max_windows``): the
+    ``CalibConfig`` and the TEST-split ``EvalConfig`` they stand for."""
+
+    def calib(self) -> CalibConfig:
+        return CalibConfig(data=self.data, nsamples=self.nsamples, seqlen=self.seqlen,
+                           seed=self.seed, batch_size=self.batch_size)
+
+    def evaluation(self) -> EvalConfig:
+        return EvalConfig(data=self.data, split="test", seqlen=self.seqlen,
+                          max_windows=self.max_windows, batch_size=self.batch_size)

@@ -2,7 +2,8 @@
 
 ``plot_progress``: every evaluated candidate's fitness RELATIVE TO THE BEST SEED TREE (percent;
 below 0 = better than every seed), against the number of evaluations, on a linear axis zoomed on
-the interesting range: from the best found (minus a margin) up to 10% above the best seed. Candidates far worse (the random initial trees with PPL 1e4, penalised failures) are not
+the interesting range: from the best found (minus a margin) up to 10% above the best seed.
+Candidates far worse (the random initial trees with PPL 1e4, penalised failures) are not
 allowed to set the scale: they are drawn as markers on the top edge and counted in the legend.
 The best-so-far line, each generation's median (where it is in range) and one reference line per
 seed tree complete it (a seed beyond the range sits on the top edge, its value in the legend).

@@ -58,8 +58,8 @@ def main() -> None:
     out = {"model": a.model, "sparsity": a.sparsity, "pattern": str(pattern), "device": a.device,
            "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
            "machine": platform.machine(), "torch": torch.__version__,
-           "calibration": calib.to_dict(), "evaluation": {**ev.to_dict(), "windows": dense["windows"],
-                                                          "tokens": dense["tokens"]},
+           "calibration": calib.to_dict(),
+           "evaluation": {**ev.to_dict(), "windows": dense["windows"], "tokens": dense["tokens"]},
            "load_s": load_s, "dense_ppl": dense["ppl"], "methods": {}}
     for name, fn in (("wanda", prune_wanda), ("sparsegpt", prune_sparsegpt)):
         t, c = time.perf_counter(), time.process_time()

@@ -7,7 +7,8 @@ same first-stage windows the search scored its twin on. A false merge is a hit w
 fitness differs from the fitness the search gave it. Also reports the share of the run's
 candidates resolved without a forward pass (key hits, fingerprint hits, invalid trees).
 
-    .venv/bin/python scripts/bench_dedup.py RUN_DIR [RUN_DIR ...] [--samples 50] [--out bench/bench_dedup.json]
+    .venv/bin/python scripts/bench_dedup.py RUN_DIR [RUN_DIR ...] [--samples 50]
+        [--out bench/bench_dedup.json]
 """
 
 from __future__ import annotations

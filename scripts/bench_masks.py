@@ -12,7 +12,8 @@ it is unstructured, else 0.5) and at 2:4, ``--reps`` times each, alternating
 and checks that both give the same masks, bit for bit. Prints and writes the median seconds per
 whole-model mask and their ratio.
 
-    .venv/bin/python scripts/bench_masks.py RUN_DIR [--trees 8] [--reps 3] [--out bench/bench_masks.json]
+    .venv/bin/python scripts/bench_masks.py RUN_DIR [--trees 8] [--reps 3]
+        [--out bench/bench_masks.json]
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ from gpsearch.tree import EXTENDED, parse_prefix, terminals_used  # noqa: E402
 
 
 def _topk_kth(score: torch.Tensor, k: int) -> torch.Tensor:
-    return torch.topk(score, k, dim=-1, largest=False, sorted=False).values.amax(dim=-1, keepdim=True)
+    return torch.topk(score, k, dim=-1, largest=False, sorted=False).values.amax(dim=-1,
+                                                                                 keepdim=True)
 
 
 class previous_selection:
@@ -101,7 +103,8 @@ def main() -> None:
     out = {"bench": "masks", **version, "run_dir": relative_path(args.run_dir),
            "model": s["model"], "linears": len(evaluator.linears),
            "threads": torch.get_num_threads(),
-           "terminals": sorted({t for e in trees for t in terminals_used(parse_prefix(e, EXTENDED))}),
+           "terminals": sorted({t for e in trees
+                                for t in terminals_used(parse_prefix(e, EXTENDED))}),
            "tree_list": trees, "rows": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")

@@ -204,10 +204,12 @@ def main() -> None:
             sys.exit(f"{dtype} run failed:\n{proc.stderr[-3000:]}")
         results[dtype] = json.loads(line[0][7:])
         r = results[dtype]
-        print(f"{dtype}: accelerator {r['accounting']['per_place']['accelerator']['per_param']:.4f} "
+        print(f"{dtype}: accelerator "
+              f"{r['accounting']['per_place']['accelerator']['per_param']:.4f} "
               f"B/param (before: {r['before']['per_param']:.4f}), host "
-              f"{r['accounting']['per_place'].get('host', {}).get('per_param', 0):.4f}; peak RSS "
-              f"{r['peak_rss_mb']:.0f} MB; restore bit-exact {r['restore_bit_exact_after_5_trees']}")
+              f"{r['accounting']['per_place'].get('host', {}).get('per_param', 0):.4f}; "
+              f"peak RSS {r['peak_rss_mb']:.0f} MB; restore bit-exact "
+              f"{r['restore_bit_exact_after_5_trees']}")
     import torch
 
     from gpsearch.io import code_version

@@ -53,7 +53,8 @@ def run(name: str, backend, workers: int, startup_s: float, mem0) -> dict:
            "evals": len(EXPRS), "wall_s": round(wall, 2),
            "evals_per_hour": round(3600 * len(EXPRS) / wall, 1),
            "mean_eval_s_in_worker": round(sum(r.seconds for r in results) / len(results), 2),
-           "load_avg_1min_before": round(load, 2), "load_avg_1min_after": round(os.getloadavg()[0], 2),
+           "load_avg_1min_before": round(load, 2),
+           "load_avg_1min_after": round(os.getloadavg()[0], 2),
            "mem_used_delta_gib": None if mem0 is None or mem1 is None else round(mem1 - mem0, 2),
            "fitness": {r.expr: r.fitness for r in results},
            "failures": {r.expr: r.error for r in results if not r.ok}}

@@ -6,7 +6,8 @@ reconstruction with 5 / 20 / 50 iterations, and the exact Cholesky solve. Prints
 linear, the output error tr(dW H dW^T) relative to the mask-only error, the share of the
 exact solve's reduction that CG leaves unrealised, and the solver seconds; with the commit.
 
-    .venv/bin/python scripts/bench_recon_layers.py [--blocks 0 10] [--out bench/weight_update/layers.json]
+    .venv/bin/python scripts/bench_recon_layers.py [--blocks 0 10]
+        [--out bench/weight_update/layers.json]
 """
 
 from __future__ import annotations

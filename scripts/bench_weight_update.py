@@ -73,14 +73,17 @@ def main() -> None:
     calib = CalibConfig(nsamples=128, seqlen=256)
     ev = EvalConfig(split="test", seqlen=256, max_windows=args.max_windows)
     runs = [(m, parse_pattern(p, 0.5)) for m, _, p in (r.rpartition("@") for r in args.runs)]
-    methods = {m: resolve_method(m, args.tree_features) for m, _ in runs}  # every spec checked before any work
+    # every spec checked before any work
+    methods = {m: resolve_method(m, args.tree_features) for m, _ in runs}
     out = Path(args.out)
-    result = {"commit": _commit(), "model": args.model, "tree_features": args.tree_features, "calibration": calib.to_dict(),
+    result = {"commit": _commit(), "model": args.model, "tree_features": args.tree_features,
+              "calibration": calib.to_dict(),
               "evaluation": ev.to_dict(), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
               "rows": []}
     if args.include and Path(args.include).is_file():
         old = json.loads(Path(args.include).read_text())
-        if old["config"]["calib"] == calib.to_dict() and old["config"]["evaluation"] == ev.to_dict():
+        if (old["config"]["calib"] == calib.to_dict()
+                and old["config"]["evaluation"] == ev.to_dict()):
             for r in old["rows"]:
                 if r["method"] in ("dense", "wanda", "sparsegpt") and r.get("error") is None:
                     result["rows"].append({**r, "source": relative_path(args.include)})

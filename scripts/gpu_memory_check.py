@@ -56,7 +56,8 @@ def main() -> int:
     e.restore()
     torch.cuda.synchronize()
     view = torch.int16 if next(iter(bits.values())).element_size() == 2 else torch.int32
-    exact = all(torch.equal(bits[n].view(view), lin.weight.view(view)) for n, lin in e.linears.items())
+    exact = all(torch.equal(bits[n].view(view), lin.weight.view(view))
+                for n, lin in e.linears.items())
     per_param = (resident - other) / params
     out = {"dtype": a.dtype, "pruned_params": params, "model_allocated_bytes": model_bytes,
            "resident_allocated_bytes": resident, "non_pruned_module_bytes": other,

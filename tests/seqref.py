@@ -15,7 +15,8 @@ def layer_inputs(model, samples: torch.Tensor, index: int, batch_size: int = 4) 
     """{name in block: inputs [batches * tokens, in] of block ``index``'s linears}."""
     linears = block_linears(decoder_blocks(model)[index])
     got = {n: [] for n in linears}
-    handles = [lin.register_forward_hook(lambda m, a, o, n=n: got[n].append(a[0].reshape(-1, a[0].shape[-1])))
+    handles = [lin.register_forward_hook(
+                   lambda m, a, o, n=n: got[n].append(a[0].reshape(-1, a[0].shape[-1])))
                for n, lin in linears.items()]
     try:
         for s in range(0, samples.shape[0], batch_size):

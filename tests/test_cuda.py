@@ -11,7 +11,6 @@ from gpsearch.config import CalibConfig, EvalConfig
 from gpsearch.pruning.evaluator import Evaluator
 from gpsearch.pruning.masks import parse_pattern
 from gpsearch.tree import EXTENDED, parse_prefix
-
 from tests.conftest import loaded, make_llama
 
 pytestmark = [pytest.mark.cuda,

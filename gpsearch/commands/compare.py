@@ -61,7 +61,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "owl (from the method's own scores; Wanda's for wanda/sparsegpt), "
                         "FILE.json (gpsearch allocate); default: every linear at --sparsity")
     p.add_argument("--owl-m", type=float, default=D.owl_m,
-                   help="OWL outlier threshold M (scores above M x the block mean; default %(default)g)")
+                   help="OWL outlier threshold M (scores above M x the block mean; "
+                        "default %(default)g)")
     p.add_argument("--owl-lambda", type=float, default=D.owl_lambda,
                    help="OWL: block sparsities within sparsity +- lambda (default %(default)g)")
     add_model_args(p)

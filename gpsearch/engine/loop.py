@@ -303,7 +303,8 @@ class Searcher:
                 "distinct": len({ind.key for ind in self.population}),
                 "cache_size": len(self.cache),
                 "hit_rate": round(avoided / total, 6) if total else 0.0,
-                "skip_rate": round((avoided + self.counters["invalid"]) / total, 6) if total else 0.0}
+                "skip_rate": (round((avoided + self.counters["invalid"]) / total, 6)
+                              if total else 0.0)}
 
     def _diversity(self) -> dict:
         """Distinct masks in the population, the largest share descending from one root (a seed,

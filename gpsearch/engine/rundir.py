@@ -187,8 +187,9 @@ def summary_text(config: dict, searcher, rows: list[dict], math_form: str, wall_
                              f"{abs(gain):.1f}%).")
         lines.append("")
     total = c["candidates"] or 1
-    fitness = config.get("fitness") or (f"validation perplexity, {config['evaluation']['max_windows']}"
-                                        f" windows x {config['evaluation']['seqlen']} tokens")
+    fitness = config.get("fitness") or (
+        f"validation perplexity, {config['evaluation']['max_windows']}"
+        f" windows x {config['evaluation']['seqlen']} tokens")
     lines += ["## Search", "", f"- fitness: {fitness}",
               f"- population {s['population']}, {s['offspring']} children per generation, "
               f"{searcher.generation} generations after the initial one, elite {s['elite']}, "
@@ -201,7 +202,8 @@ def summary_text(config: dict, searcher, rows: list[dict], math_form: str, wall_
               "Diversity: distinct masks in the population, the largest share of it descending "
               "from one root (a seed, `init` or `immigrant`), and the best-to-median gap "
               "(median / best - 1), all on the selection (first-stage) fitness.", "",
-              "| gen | best | median | evaluated | hits | masks | top root (share) | gap | best tree |",
+              "| gen | best | median | evaluated | hits | masks | top root (share) | gap "
+              "| best tree |",
               "|---|---|---|---|---|---|---|---|---|"]
     for r in searcher.logbook:
         gap = f"{100 * r['gap']:.1f}%" if r.get("gap") is not None else "-"
@@ -210,13 +212,15 @@ def summary_text(config: dict, searcher, rows: list[dict], math_form: str, wall_
                      f"{r['evaluated']} | {r['key_hits'] + r['fp_hits']} | "
                      f"{r.get('distinct_masks', '-')} | {root} | {gap} | `{r['best_expr']}` |")
     lines += ["", "## Hall of fame (ranked on the last stage)", "",
-              "| rank | fitness | windows | size | generation | tree |", "|---|---|---|---|---|---|"]
+              "| rank | fitness | windows | size | generation | tree |",
+              "|---|---|---|---|---|---|"]
     for i, h in enumerate(searcher.hof, 1):
         lines.append(f"| {i} | {_fmt(h['fitness'])} | {h.get('windows', '-')} | {h['size']} | "
                      f"{h['gen']} | `{h['expr']}` |")
     if tuning:
         lines += ["", "## Constant tuning (first stage, then every stage)", "",
-                  "| from | first stage before -> after | last stage before -> after | tuned tree |",
+                  "| from | first stage before -> after | last stage before -> after "
+                  "| tuned tree |",
                   "|---|---|---|---|"]
         for t in tuning["trees"]:
             lines.append(f"| `{t['from']}` | {_fmt(t['start_score'])} -> {_fmt(t['score'])} | "

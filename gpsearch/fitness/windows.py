@@ -68,7 +68,8 @@ def coarse_kl(ref_logp: torch.Tensor, ref_idx: torch.Tensor, logits: torch.Tenso
     p_tail = (1.0 - p.sum(-1)).clamp_min(0.0)
     q_tail = (1.0 - q_logp.exp().sum(-1)).clamp_min(0.0)
     tail = torch.where(p_tail > _TINY,
-                       p_tail * (torch.log(p_tail.clamp_min(_TINY)) - torch.log(q_tail.clamp_min(_TINY))),
+                       p_tail * (torch.log(p_tail.clamp_min(_TINY))
+                                 - torch.log(q_tail.clamp_min(_TINY))),
                        torch.zeros_like(p_tail))
     return (head + tail).double()
 

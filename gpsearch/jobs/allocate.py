@@ -298,7 +298,8 @@ def run_allocate(settings: AllocateSettings | None = None, out: str | None = Non
             uniform_score = rec["parent_score"]
         record(g + 1, rec)
         bar.set_postfix_str(f"{s.fitness} {parent.stage_scores[-1]:.4f} (uniform "
-                            f"{uniform_score:.4f})" + (f" tree {parent.tree}" if len(pool) > 1 else ""))
+                            f"{uniform_score:.4f})"
+                            + (f" tree {parent.tree}" if len(pool) > 1 else ""))
         if s.time_budget is not None and time.perf_counter() - t0 > s.time_budget:
             log(f"time budget {s.time_budget:g} s reached after generation {g + 1}")
             break

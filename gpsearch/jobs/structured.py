@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from gpsearch.config import CalibConfig, EvalConfig
+from gpsearch.config import FlatCalibration
 from gpsearch.errors import UserError
 from gpsearch.model.load import EMBEDDED
 
@@ -16,7 +16,7 @@ METHODS = ("shortgpt", "width", "slimgpt")
 
 
 @dataclass
-class StructuredConfig:
+class StructuredConfig(FlatCalibration):
     """One structured pruning run; the CLI's defaults are these."""
 
     method: str = "shortgpt"  # shortgpt, width or slimgpt
@@ -44,13 +44,6 @@ class StructuredConfig:
     save: str | None = None  # save the pruned model (HF directory) here
     record: str | None = None  # write the record (with the code's commit) to this file
 
-    def calib(self) -> CalibConfig:
-        return CalibConfig(data=self.data, nsamples=self.nsamples, seqlen=self.seqlen,
-                           seed=self.seed, batch_size=self.batch_size)
-
-    def evaluation(self) -> EvalConfig:
-        return EvalConfig(data=self.data, split="test", seqlen=self.seqlen,
-                          max_windows=self.max_windows, batch_size=self.batch_size)
 
 
 def run_structured(cfg: StructuredConfig, log: Callable[[str], None] = print,

@@ -9,13 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from gpsearch.config import CalibConfig, EvalConfig
+from gpsearch.config import FlatCalibration
 from gpsearch.errors import UserError
 from gpsearch.model.load import EMBEDDED
 
 
 @dataclass
-class TiersConfig:
+class TiersConfig(FlatCalibration):
     """One tiers run; the CLI's defaults are these."""
 
     schedule: str | None = None  # CSV schedule (see schedules/tiers_example.csv); required
@@ -42,13 +42,6 @@ class TiersConfig:
     ft_seed: int = 42
     record: str | None = None  # write the run record (with the code's commit) to this file
 
-    def calib(self) -> CalibConfig:
-        return CalibConfig(data=self.data, nsamples=self.nsamples, seqlen=self.seqlen,
-                           seed=self.seed, batch_size=self.batch_size)
-
-    def evaluation(self) -> EvalConfig:
-        return EvalConfig(data=self.data, split="test", seqlen=self.seqlen,
-                          max_windows=self.max_windows, batch_size=self.batch_size)
 
 
 def run_tiers(cfg: TiersConfig, log: Callable[[str], None] = print,

@@ -219,7 +219,8 @@ def run_iterative(config: IterativeConfig | dict | None = None, save_dir: str | 
         cfg = IterativeConfig.from_dict(state["config"])
         run_dir = Path(resume)
     else:
-        cfg = config if isinstance(config, IterativeConfig) else IterativeConfig.from_dict(config or {})
+        cfg = (config if isinstance(config, IterativeConfig)
+               else IterativeConfig.from_dict(config or {}))
         run_dir = Path(save_dir or f"runs/iterative_{time.strftime('%Y%m%d-%H%M%S')}")
         if (run_dir / "run.json").exists():
             raise UserError(f"{run_dir} already holds a run; use --resume {run_dir}")
@@ -242,10 +243,12 @@ def run_iterative(config: IterativeConfig | dict | None = None, save_dir: str | 
     if state is None:
         log(f"iterative: metric {to_prefix(tree)}, {cfg.schedule} schedule, {len(targets)} rounds "
             f"to {cfg.target_sparsity:.2%} zeros; run directory {run_dir}")
-        state = {"config": cfg.to_dict(), "tree": to_prefix(tree), "calibration": cfg.calib().to_dict(),
+        state = {"config": cfg.to_dict(), "tree": to_prefix(tree),
+                 "calibration": cfg.calib().to_dict(),
                  "evaluation": ev.to_dict(), "targets": targets, "history": [],
                  "dense_ppl": evaluator.perplexity(ev)["ppl"], "finished": False}
-        log(f"dense perplexity ({ev.data} {ev.split}, seqlen {ev.seqlen}): {state['dense_ppl']:.3f}")
+        log(f"dense perplexity ({ev.data} {ev.split}, seqlen {ev.seqlen}): "
+            f"{state['dense_ppl']:.3f}")
     new_allocation = "allocation" not in state
     alloc = run_allocation(evaluator, cfg, tree, pattern, state)  # before loading: dense model
     if alloc is not None and new_allocation:

@@ -51,7 +51,8 @@ def block_linear_names(model) -> list[str]:
 
 
 def add_adapters(model, s: LoraSettings):
-    """Wrap ``model`` with fresh LoRA adapters on the block linears (in place; returns the peft model)."""
+    """Wrap ``model`` with fresh LoRA adapters on the block linears (in place; returns the peft
+    model)."""
     from peft import LoraConfig, get_peft_model
 
     cfg = LoraConfig(r=s.r, lora_alpha=s.alpha, lora_dropout=s.dropout, bias="none",

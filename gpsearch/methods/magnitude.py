@@ -36,5 +36,6 @@ def prune_magnitude(evaluator, sparsity: float, pattern: Pattern, scope: str = "
     t0 = time.perf_counter()
     for lin in evaluator.linears.values():
         lin.weight.masked_fill_(magnitude_mask(lin.weight, sparsity, pattern, scope), 0.0)
-    return {"method": "magnitude", "scope": scope if pattern.kind == "unstructured" else "n:m group",
+    return {"method": "magnitude",
+            "scope": scope if pattern.kind == "unstructured" else "n:m group",
             "calibration_used": False, "prune_s": time.perf_counter() - t0}

@@ -126,7 +126,8 @@ def prune_sparsegpt(evaluator, sparsity: float, pattern: Pattern, blocksize: int
                           process, progress=evaluator.progress, desc="sparsegpt blocks")
     total = time.perf_counter() - t
     extra = {} if tree is None else {"metric": str(tree)}
-    return {"method": "sparsegpt", **extra, "blocksize": blocksize, "mask_blocksize": mask_blocksize,
+    return {"method": "sparsegpt", **extra, "blocksize": blocksize,
+            "mask_blocksize": mask_blocksize,
             "percdamp": percdamp, "calibration": evaluator.calib.to_dict(),
             "hessian_groups_block0": shared_groups, "prune_s": total,
             "timings": {**times, "forward_s": total - times["hessian_s"] - times["solve_s"]}}

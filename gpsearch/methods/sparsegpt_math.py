@@ -54,7 +54,8 @@ class HessianAccumulator:
             raise ValueError(f"input must be [tokens, in] or [batch, tokens, in], "
                              f"got shape {tuple(inp.shape)}")
         if x.shape[-1] != self.columns:
-            raise ValueError(f"input has {x.shape[-1]} features, accumulator expects {self.columns}")
+            raise ValueError(f"input has {x.shape[-1]} features, "
+                             f"accumulator expects {self.columns}")
         if dn == 0:
             return
         if self.nsamples == 0 and self.H.device != x.device:

@@ -55,7 +55,8 @@ def tree_score_fn(tree: Node, x: torch.Tensor | None, g: torch.Tensor | None):
         score = evaluate(tree, t, EXTENDED)
         shape = tuple(w.shape)
         if score.dim() == 0 or tuple(torch.broadcast_shapes(score.shape, shape)) != shape:
-            raise TreeError(f"metric has shape {tuple(score.shape)}, not the weight window's {shape}")
+            raise TreeError(f"metric has shape {tuple(score.shape)}, "
+                            f"not the weight window's {shape}")
         if not bool(torch.isfinite(score).all()):
             raise TreeError("metric produced NaN/inf inside SparseGPT")
         return score.expand(shape)

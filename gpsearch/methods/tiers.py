@@ -40,7 +40,8 @@ def current_scores(evaluator, tree: Node, fresh: bool) -> dict[str, torch.Tensor
     needed = terminals_used(tree)
     local, grads = None, None
     if fresh and needed & {"X", "S", "H"}:
-        stats = collect_input_stats(evaluator.model, evaluator.linears, evaluator.features.samples(),
+        stats = collect_input_stats(evaluator.model, evaluator.linears,
+                                    evaluator.features.samples(),
                                     evaluator.calib.batch_size, hessian="H" in needed)
         local = {"X": {n: s.x for n, s in stats.items()}}
         if "H" in needed:
@@ -88,9 +89,10 @@ def load_iteration(run_dir: Path, iteration: int, linears: dict) -> tuple[dict, 
             {n: data[f"mask/{n}"] == 0 for n in linears})
 
 
-def run_tiers(evaluator, tree: Node, schedule: list[Step], ev: EvalConfig | None, finetune: Finetune,
-              block_size: int = 16, topk: int = 10, save_dir: str | Path | None = None,
-              resume: bool = False, log: Callable[[str], None] = print) -> dict:
+def run_tiers(evaluator, tree: Node, schedule: list[Step], ev: EvalConfig | None,
+              finetune: Finetune, block_size: int = 16, topk: int = 10,
+              save_dir: str | Path | None = None, resume: bool = False,
+              log: Callable[[str], None] = print) -> dict:
     """Run the schedule on ``evaluator.model`` in place (``ev`` None: no perplexity per iteration).
     Returns the JSON-able run record (configuration, per-iteration history, final sparsity and
     perplexity); the tier maps and masks are in the run directory."""
@@ -127,7 +129,8 @@ def run_tiers(evaluator, tree: Node, schedule: list[Step], ev: EvalConfig | None
                "sparsity": sparsity(linears), "implied_sparsity": step.sparsity(bs, k),
                "ppl_pruned": ppl(), "epochs": step.epochs}
         if step.epochs > 0:
-            rec["finetune"] = finetune(evaluator.model, {n: ~kp for n, kp in keep.items()}, step.epochs)
+            rec["finetune"] = finetune(evaluator.model, {n: ~kp for n, kp in keep.items()},
+                                       step.epochs)
             with torch.no_grad():  # belt and braces: the fine-tuner must already keep them zero
                 for n, lin in linears.items():
                     lin.weight.masked_fill_(~keep[n], 0.0)
@@ -158,7 +161,8 @@ def _resume(run_dir: Path, config: dict, evaluator, log) -> tuple[dict, dict, di
     old = record["config"]
     for key in ("model", "tree", "block_size", "topk", "calibration"):
         if old[key] != config[key]:
-            raise UserError(f"cannot resume {run_dir}: {key} differs ({old[key]!r} vs {config[key]!r})")
+            raise UserError(f"cannot resume {run_dir}: {key} differs "
+                            f"({old[key]!r} vs {config[key]!r})")
     n = record["completed"]
     if old["schedule"][:n] != config["schedule"][:n]:
         raise UserError(f"cannot resume {run_dir}: the first {n} schedule rows differ")

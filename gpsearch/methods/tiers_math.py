@@ -4,7 +4,8 @@ A weight matrix [rows, cols] is cut into ``bs x bs`` blocks; a *tier map* is an 
 [rows/bs, cols/bs] holding each block's tier:
 
 - ``DENSE`` (0): every weight kept;
-- ``MID_2_4`` (1): in each row of the block, the 2 highest-scoring of every 4 consecutive inputs kept;
+- ``MID_2_4`` (1): in each row of the block, the 2 highest-scoring of every 4 consecutive inputs
+  kept;
 - ``TOPK`` (2): only the ``k`` highest-scoring weights of the whole block kept.
 
 Demotion is one-way (DENSE -> 2:4 -> TOPK) and masks only ever shrink: a weight pruned once is
@@ -35,7 +36,8 @@ def check_shape(shape, bs: int) -> None:
     if rows % bs or cols % bs:
         raise UserError(f"a {rows}x{cols} weight cannot be cut into {bs}x{bs} blocks")
     if bs % 4:
-        raise UserError(f"block size {bs} must be a multiple of 4 (the 2:4 tier works in groups of 4)")
+        raise UserError(f"block size {bs} must be a multiple of 4 "
+                        "(the 2:4 tier works in groups of 4)")
 
 
 def new_tiers(shape, bs: int) -> torch.Tensor:
@@ -45,7 +47,8 @@ def new_tiers(shape, bs: int) -> torch.Tensor:
 
 
 def blocks(x: torch.Tensor, bs: int) -> torch.Tensor:
-    """View [rows, cols] as [rows/bs, cols/bs, bs, bs] (block (i, j) = x[i*bs:(i+1)*bs, j*bs:...])."""
+    """View [rows, cols] as [rows/bs, cols/bs, bs, bs] (block (i, j) = x[i*bs:(i+1)*bs,
+    j*bs:...])."""
     r, c = x.shape
     return x.reshape(r // bs, bs, c // bs, bs).transpose(1, 2)
 
@@ -95,17 +98,20 @@ def tier_mask(tiers: torch.Tensor, score: torch.Tensor, keep: torch.Tensor, bs: 
     """The keep-mask [rows, cols] implied by a tier map, never reviving a pruned weight."""
     t = expand(tiers, bs)
     return torch.where(t == DENSE, keep,
-                       torch.where(t == MID_2_4, mask_2_4(score, keep), mask_topk(score, keep, bs, k)))
+                       torch.where(t == MID_2_4, mask_2_4(score, keep),
+                                   mask_topk(score, keep, bs, k)))
 
 
-def demote(tiers: torch.Tensor, bscore: torch.Tensor, src: int, dst: int, frac: float) -> torch.Tensor:
+def demote(tiers: torch.Tensor, bscore: torch.Tensor, src: int, dst: int,
+           frac: float) -> torch.Tensor:
     """Move the lowest-scoring ``round(frac * #src blocks)`` blocks of tier ``src`` to ``dst``."""
     flat = tiers.reshape(-1)
     is_src = flat == src
     n = int(round(frac * int(is_src.sum())))
     out = flat.clone()
     if n > 0:
-        s = torch.where(is_src, bscore.reshape(-1).double(), torch.full((), float("inf"), dtype=torch.float64))
+        s = torch.where(is_src, bscore.reshape(-1).double(),
+                        torch.full((), float("inf"), dtype=torch.float64))
         idx = torch.sort(s, stable=True).indices[:n]
         out[idx] = dst
     return out.reshape(tiers.shape)

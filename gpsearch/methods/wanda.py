@@ -29,7 +29,8 @@ def wanda_score(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return weight.detach().abs().float() * x.float().reshape(1, -1).sqrt()
 
 
-def wanda_mask(weight: torch.Tensor, x: torch.Tensor, sparsity: float, pattern: Pattern) -> torch.Tensor:
+def wanda_mask(weight: torch.Tensor, x: torch.Tensor, sparsity: float,
+               pattern: Pattern) -> torch.Tensor:
     """The Wanda mask (True = prune): per row for unstructured, per M-group for N:M."""
     if pattern.kind == "unstructured":
         pattern = dataclasses.replace(pattern, scope="row")
@@ -57,7 +58,8 @@ def prune_wanda(evaluator, sparsity: float, pattern: Pattern, use_variant: bool 
         return {"method": "wanda", "features": features, "calibration": evaluator.calib.to_dict(),
                 "prune_s": sum(evaluator.timings.values()), "timings": dict(evaluator.timings)}
     if pattern.kind != "unstructured":
-        raise UserError("the Wanda variant (alpha search) is defined for unstructured sparsity only")
+        raise UserError("the Wanda variant (alpha search) is defined for unstructured "
+                        "sparsity only")
     if features != "sequential":
         raise UserError("the Wanda variant runs block-sequentially only")
     alphas: dict[str, float] = {}

@@ -14,7 +14,8 @@ def decoder_blocks(model: nn.Module) -> nn.ModuleList:
     configured number of hidden layers (LLaMA, Qwen, Mistral, Gemma: model.layers; OPT:
     model.decoder.layers)."""
     n = getattr(model.config, "num_hidden_layers", None)
-    candidates = [m for _, m in model.named_modules() if isinstance(m, nn.ModuleList) and len(m) > 0]
+    candidates = [m for _, m in model.named_modules()
+                  if isinstance(m, nn.ModuleList) and len(m) > 0]
     for m in candidates:
         if n is None or len(m) == n:
             return m

@@ -69,7 +69,8 @@ def _local_docs(path: Path) -> list[tuple[str, str]]:
                     try:
                         text = json.loads(line)["text"]
                     except (ValueError, KeyError, TypeError):
-                        raise UserError(f"{f}:{n + 1}: expected a JSON object with a 'text' field") from None
+                        raise UserError(f"{f}:{n + 1}: expected a JSON object with a "
+                                        "'text' field") from None
                     docs.append((text, str(text)))
         elif f.suffix == ".txt" or not path.is_dir():
             for para in f.read_text(encoding="utf-8").split("\n\n"):
@@ -89,10 +90,12 @@ def _hub_split(data: str, split: str) -> list[str]:
             ds = load_dataset("wikitext", "wikitext-2-raw-v1", split=name)
             return list(ds["text"])
         if split == "calibration":
-            ds = load_dataset("allenai/c4", data_files={"train": "en/c4-train.00000-of-01024.json.gz"},
+            ds = load_dataset("allenai/c4",
+                              data_files={"train": "en/c4-train.00000-of-01024.json.gz"},
                               split="train")
             return list(ds["text"])
-        ds = load_dataset("allenai/c4", data_files={"validation": "en/c4-validation.00000-of-00008.json.gz"},
+        ds = load_dataset("allenai/c4",
+                          data_files={"validation": "en/c4-validation.00000-of-00008.json.gz"},
                           split="validation")
         texts = list(ds["text"])
         return texts[:1100] if split == "test" else texts[1100:2200]

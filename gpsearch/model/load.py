@@ -136,10 +136,12 @@ def place_model(model: nn.Module, dev: torch.device, device_map: str | None = No
         model.to(dev)
 
 
-def check_placement(device_map: str | None, gpus_per_worker: int = 1, offload: bool = False) -> None:
+def check_placement(device_map: str | None, gpus_per_worker: int = 1,
+                    offload: bool = False) -> None:
     """One-line errors for --device-map / --gpus-per-worker / --offload, before anything loads."""
     if device_map is not None and device_map not in DEVICE_MAPS:
-        raise UserError(f"unknown --device-map {device_map!r}; choose one of {', '.join(DEVICE_MAPS)}")
+        raise UserError(f"unknown --device-map {device_map!r}; "
+                        f"choose one of {', '.join(DEVICE_MAPS)}")
     if device_map is not None and offload:
         raise UserError("give either --device-map (the model spans several GPUs) or --offload "
                         "(blocks moved to one device in turn), not both")

@@ -113,7 +113,8 @@ class Shape:
 
     def other_params(self) -> int:
         """Embeddings (+ untied head) + norms."""
-        return self.vocab * self.hidden * (1 if self.tied else 2) + (2 * self.layers + 1) * self.hidden
+        return (self.vocab * self.hidden * (1 if self.tied else 2)
+                + (2 * self.layers + 1) * self.hidden)
 
     def largest_linear(self) -> int:
         return self.hidden * self.intermediate
@@ -181,5 +182,6 @@ def needs(shape: Shape, wbytes: int, g_bytes: int, per_param_transient: float,
     return {"pruned_params": p, "weights": weights, "prune": prune, "prune_no_g": prune_no_g,
             "search": search, "search_no_g": prune_no_g + kl, "search_before": before + kl,
             "sparsegpt_offload": sgpt_off, "sparsegpt_resident": sgpt_res,
-            "host_restore_copy": p * wbytes, "host_x": x_bytes, "forward": fwd, "transient": transient,
+            "host_restore_copy": p * wbytes, "host_x": x_bytes, "forward": fwd,
+            "transient": transient,
             "g_compute_accumulators": p * 4}

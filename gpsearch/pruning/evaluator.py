@@ -27,7 +27,8 @@ MODES = ("dense", "sequential")
 
 
 class Evaluator:
-    """Prune a resident model with any metric tree and score it; ``restore()`` undoes the pruning."""
+    """Prune a resident model with any metric tree and score it; ``restore()`` undoes the
+    pruning."""
 
     def __init__(self, model: str = EMBEDDED, calib: CalibConfig | None = None,
                  dtype: str = "float32", device: str = "cpu", cache_dir: Path | None = None,
@@ -93,7 +94,8 @@ class Evaluator:
                 x = local["X"][name] if local else self.features.get("X")[name]
                 t[term] = x if term == "X" else x.sqrt()
             elif term == "H":
-                t["H"] = local["H"][name] if local and "H" in local else self.features.get("H")[name]
+                t["H"] = (local["H"][name] if local and "H" in local
+                          else self.features.get("H")[name])
             elif term == "G":
                 t["G"] = self.features.get("G")[name]
         if self.rescale:
@@ -194,7 +196,8 @@ class Evaluator:
         self.dense.restore()
 
     def layer_counts(self) -> dict[str, tuple[int, int]]:
-        return {n: (int((lin.weight == 0).sum()), lin.weight.numel()) for n, lin in self.linears.items()}
+        return {n: (int((lin.weight == 0).sum()), lin.weight.numel())
+                for n, lin in self.linears.items()}
 
     def shapes(self) -> dict[str, tuple[int, int]]:
         return {n: tuple(lin.weight.shape) for n, lin in self.linears.items()}

@@ -103,7 +103,8 @@ def collect_gradients(model, linears, samples: torch.Tensor, progress: bool = Fa
     try:
         model.eval()
         torch.set_grad_enabled(True)
-        for i in tqdm(range(samples.shape[0]), desc="features G", disable=not progress, leave=False):
+        for i in tqdm(range(samples.shape[0]), desc="features G", disable=not progress,
+                      leave=False):
             ids = samples[i:i + 1].to(dev)
             model(input_ids=ids, labels=ids, use_cache=False).loss.backward()
             if on_sample is not None:
@@ -121,7 +122,8 @@ def collect_gradients(model, linears, samples: torch.Tensor, progress: bool = Fa
 def g_from_sums(acc: dict, linears, in_place: bool = False) -> dict:
     """G = 100 * sqrt(running sums of squared gradients), in G's storage dtype; ``in_place``
     reuses the sums' memory (the pass is over), else they are left as they are (a snapshot)."""
-    return {n: (a.sqrt_() if in_place else a.sqrt()).mul_(100.0).to(g_dtype(linears[n].weight.dtype))
+    return {n: (a.sqrt_() if in_place else a.sqrt()).mul_(100.0)
+            .to(g_dtype(linears[n].weight.dtype))
             for n, a in acc.items()}
 
 

@@ -37,7 +37,8 @@ def pack(mask: torch.Tensor) -> tuple[np.ndarray, tuple[int, ...]]:
 def unpack(packed: np.ndarray, shape: tuple[int, ...], device=None) -> torch.Tensor:
     n = int(np.prod(shape))
     bits = np.unpackbits(packed, count=n).astype(bool)
-    return torch.from_numpy(bits).view(shape).to(device) if device else torch.from_numpy(bits).view(shape)
+    return (torch.from_numpy(bits).view(shape).to(device) if device
+            else torch.from_numpy(bits).view(shape))
 
 
 def digest(packed: dict[str, tuple[np.ndarray, tuple[int, ...]]]) -> str:
@@ -152,9 +153,9 @@ def mask_fingerprint(node: Node, sparsity: float, pattern: Pattern,
 
 
 class ExprServices:
-    """What the search engine needs from the tree and mask code, on prefix expressions (it cannot import
-    torch itself): OOS, the canonical key and the mask fingerprint at the search's sparsity and
-    pattern (the pattern's scope decides whether rown may be stripped)."""
+    """What the search engine needs from the tree and mask code, on prefix expressions (it cannot
+    import torch itself): OOS, the canonical key and the mask fingerprint at the search's sparsity
+    and pattern (the pattern's scope decides whether rown may be stripped)."""
 
     def __init__(self, registry: Registry, sparsity: float, pattern: Pattern):
         self.registry, self.sparsity, self.pattern = registry, sparsity, pattern

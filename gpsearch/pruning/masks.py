@@ -62,7 +62,8 @@ def _kth_smallest(score: torch.Tensor, k: int) -> torch.Tensor:
         flat = score.detach().reshape(-1, score.shape[-1]).contiguous().numpy()
         kth = np.partition(flat, k - 1, axis=-1)[:, k - 1]
         return torch.from_numpy(kth).view(*score.shape[:-1], 1)
-    return torch.topk(score, k, dim=-1, largest=False, sorted=False).values.amax(dim=-1, keepdim=True)
+    return torch.topk(score, k, dim=-1, largest=False, sorted=False).values.amax(dim=-1,
+                                                                                 keepdim=True)
 
 
 def _lowest_small_groups(score: torch.Tensor, k: int) -> torch.Tensor:
@@ -108,7 +109,8 @@ def make_mask(score: torch.Tensor, sparsity: float, pattern: Pattern) -> torch.T
     if pattern.kind == "nm":
         rows, cols = score.shape
         if cols % pattern.m:
-            raise UserError(f"pattern {pattern}: in_features={cols} is not a multiple of {pattern.m}")
+            raise UserError(f"pattern {pattern}: in_features={cols} "
+                            f"is not a multiple of {pattern.m}")
         grouped = score.reshape(rows, cols // pattern.m, pattern.m)
         return _lowest(grouped, pattern.n).reshape(rows, cols)
     if pattern.scope == "matrix":

@@ -20,7 +20,8 @@ class InputStats:
         self.n = 0
         self.tokens_per_sample = tokens_per_sample
         self.x = torch.zeros(1, in_features, dtype=torch.float32, device=device)
-        self.h = torch.zeros(in_features, in_features, dtype=torch.float32, device=device) if hessian else None
+        self.h = (torch.zeros(in_features, in_features, dtype=torch.float32, device=device)
+                  if hessian else None)
 
     def add(self, inp: torch.Tensor) -> None:
         """Add a batch of inputs [batch, tokens, in], or [tokens, in]: that counts as
@@ -66,7 +67,8 @@ def attach_stats(linears: dict[str, nn.Linear], hessian: bool = False,
         st = InputStats(lin.in_features, hessian, device=lin.weight.device,
                         tokens_per_sample=tokens_per_sample)
         stats[name] = st
-        handles.append(lin.register_forward_hook(lambda m, args, out, st=st: st.add(args[0].detach())))
+        handles.append(lin.register_forward_hook(
+            lambda m, args, out, st=st: st.add(args[0].detach())))
     return stats, handles
 
 

@@ -14,7 +14,8 @@ from gpsearch.errors import TreeError
 
 @dataclass(frozen=True)
 class Node:
-    """One node: an operator name with its arguments, or a terminal / constant name (no children)."""
+    """One node: an operator name with its arguments, or a terminal / constant name (no
+    children)."""
 
     name: str
     children: tuple = ()
@@ -26,7 +27,8 @@ class Node:
             raise TreeError(f"children of {self.name[:40]!r} must be a tuple of nodes")
         for child in self.children:
             if not isinstance(child, Node):
-                raise TreeError(f"child of {self.name[:40]!r} is a {type(child).__name__}, not a Node")
+                raise TreeError(f"child of {self.name[:40]!r} is a {type(child).__name__}, "
+                                "not a Node")
 
     def size(self) -> int:
         """Number of nodes."""

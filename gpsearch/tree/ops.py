@@ -261,7 +261,8 @@ class Registry:
         try:
             return self._ops[name]
         except (KeyError, TypeError):
-            raise TreeError(f"unknown operator {str(name)[:40]!r} in the {self.name} search space") from None
+            raise TreeError(f"unknown operator {str(name)[:40]!r} in the {self.name} "
+                            "search space") from None
 
     def is_op(self, name: str) -> bool:
         return name in self._ops
@@ -349,9 +350,11 @@ def check_operator(op: Operator) -> None:
         want = _broadcast(*shapes)
         if not isinstance(out, torch.Tensor) or tuple(out.shape) != want:
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-            raise ValueError(f"operator {op.name}: output shape {got} on inputs {shapes}, expected {want}")
+            raise ValueError(f"operator {op.name}: output shape {got} on inputs {shapes}, "
+                             f"expected {want}")
         if out.dtype != args[0].dtype:
-            raise ValueError(f"operator {op.name}: output dtype {out.dtype}, expected {args[0].dtype}")
+            raise ValueError(f"operator {op.name}: output dtype {out.dtype}, "
+                             f"expected {args[0].dtype}")
         if not bool(torch.isfinite(out).all()):
             raise ValueError(f"operator {op.name}: non-finite output on a registration probe "
                              f"(inputs of shapes {shapes})")

@@ -82,15 +82,16 @@ def _tokens(text: str) -> list[str]:
         m = _TOKEN.match(text, pos)
         if m is None:
             rest = text[pos:].lstrip()
-            raise TreeError(f"unexpected character {rest[:1]!r} at position {len(text) - len(rest)} "
-                            "of the expression")
+            raise TreeError(f"unexpected character {rest[:1]!r} at position "
+                            f"{len(text) - len(rest)} of the expression")
         out.append(m.group(1) or m.group(2))
         pos = m.end()
     return out
 
 
 def parse_prefix(text: str, registry: Registry = PRUNERZERO) -> Node:
-    """``name(arg, arg)`` text -> validated Node, with an explicit stack (depth checked as it goes)."""
+    """``name(arg, arg)`` text -> validated Node, with an explicit stack (depth checked as it
+    goes)."""
     if not isinstance(text, str):
         raise TreeError(f"a tree expression must be text, not {type(text).__name__}")
     if len(text) > MAX_FILE_BYTES:
@@ -148,7 +149,8 @@ def _json_children(d, depth: int) -> list:
         raise TreeError(f"a tree node must be a JSON object with 'data', got {kind}")
     extra = [k for k in d if k not in _JSON_KEYS]
     if extra:
-        raise TreeError(f"unknown key {_short(extra[0])} in a tree node (allowed: data, left, right)")
+        raise TreeError(f"unknown key {_short(extra[0])} in a tree node "
+                        "(allowed: data, left, right)")
     if "data" not in d:
         raise TreeError("a tree node has no 'data'")
     if not isinstance(d["data"], str):
@@ -268,4 +270,5 @@ def save_tree(node: Node, path) -> None:
     try:
         write_text(path, json.dumps(to_json(node), indent=2) + "\n")
     except OSError as e:
-        raise TreeError(f"cannot write tree file {_shown(path)}: {e.strerror or type(e).__name__}") from None
+        raise TreeError(f"cannot write tree file {_shown(path)}: "
+                        f"{e.strerror or type(e).__name__}") from None

@@ -1,6 +1,7 @@
 """The evaluation worker that runs inside a Ray actor, as a plain class (no Ray import here:
-``ray_backend`` wraps it with ``ray.remote``), plus its plain-data spec. No test hook lives here: tests inject faults with a
-subclass passed to ``RayBackend(worker_cls=...)`` (tests/faulty_worker.py).
+``ray_backend`` wraps it with ``ray.remote``), plus its plain-data spec. No test hook lives
+here: tests inject faults with a subclass passed to ``RayBackend(worker_cls=...)``
+(tests/faulty_worker.py).
 
 ``EvalWorker`` builds one Evaluator ONCE from plain specs and evaluates candidates (expression
 strings) by delegating to a ``SerialBackend``, so its results equal the serial backend's.

@@ -145,7 +145,8 @@ def _multi_backend(workers, address, conditions, reduce, kw: dict, evaluator=Non
         if evaluator is not None:
             evaluators[main_model] = evaluator
         pat = parse_pattern(str(kw["pattern"]), kw["sparsity"],
-                            kw["pattern"].scope if isinstance(kw["pattern"], Pattern) else kw["scope"])
+                            kw["pattern"].scope if isinstance(kw["pattern"], Pattern)
+                            else kw["scope"])
         ev = kw["ev"] or EvalConfig(data=calib.data, split="validation", seqlen=calib.seqlen)
         ev = EvalConfig.from_dict(ev) if isinstance(ev, dict) else ev
         for c in conditions:

@@ -87,7 +87,8 @@ class MultiConditionBackend:
     def evaluate_one(self, expr: str, windows: tuple[int, int] | None = None) -> EvalResult:
         return self.evaluate_many([expr], windows)[0]
 
-    def evaluate_many(self, exprs: list[str], windows: tuple[int, int] | None = None) -> list[EvalResult]:
+    def evaluate_many(self, exprs: list[str],
+                      windows: tuple[int, int] | None = None) -> list[EvalResult]:
         from gpsearch.fitness.stages import score_of
 
         exprs = list(exprs)

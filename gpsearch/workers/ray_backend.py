@@ -66,7 +66,8 @@ class RayBackend:
         if workers < 1:
             raise UserError(f"the Ray backend needs at least one worker (got {workers})")
         if resources not in RESOURCES:
-            raise UserError(f"unknown resources preset {resources!r}; choose {', '.join(RESOURCES)}")
+            raise UserError(f"unknown resources preset {resources!r}; "
+                            f"choose {', '.join(RESOURCES)}")
         if eval_timeout is not None and eval_timeout <= 0:
             raise UserError("eval timeout must be positive (seconds)")
         self.eval_timeout, self.max_retries = eval_timeout, max_retries

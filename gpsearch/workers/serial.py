@@ -76,7 +76,8 @@ class SerialBackend:
             from gpsearch.fitness.windows import window_scores
 
             ev = self.evaluator
-            self._dense_nll = window_scores(ev.model, ev.windows(self.ev), self.ev.batch_size)["nll"]
+            self._dense_nll = window_scores(ev.model, ev.windows(self.ev),
+                                            self.ev.batch_size)["nll"]
         return self._dense_nll
 
     # ---- fingerprints -------------------------------------------------------------------------
@@ -150,7 +151,8 @@ class SerialBackend:
         except TreeError as e:
             return EvalResult.failure(expr, str(e), time.perf_counter() - t0)
         except NUMERIC as e:  # numerical breakdowns
-            return EvalResult.failure(expr, f"{type(e).__name__}: {e}"[:300], time.perf_counter() - t0)
+            return EvalResult.failure(expr, f"{type(e).__name__}: {e}"[:300],
+                                      time.perf_counter() - t0)
         zeros = sum(z for z, _ in counts.values())
         total = sum(t for _, t in counts.values())
         ppl = perplexity_from_losses(_tensor(scores["nll"]), all_windows.shape[1])
@@ -166,7 +168,8 @@ class SerialBackend:
                                              "masks_cached": packed is not None},
                                  "windows": [a, b], **scores})
 
-    def evaluate_many(self, exprs: list[str], windows: tuple[int, int] | None = None) -> list[EvalResult]:
+    def evaluate_many(self, exprs: list[str],
+                      windows: tuple[int, int] | None = None) -> list[EvalResult]:
         return [self.evaluate_one(e, windows) for e in exprs]
 
     def close(self) -> None:

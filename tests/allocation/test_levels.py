@@ -186,7 +186,7 @@ def test_compare_rows_record_the_allocation(tokenizer, corpus, tmp_path, one_thr
     rows = {r["method"]: r for r in res["rows"][1:]}
     assert set(rows) == {f"{m} [{a}]" for m in ("mul(W, sqrt(X))", "sparsegpt")
                          for a in ("owl", "alloc")}
-    for name, r in rows.items():
+    for r in rows.values():
         assert r["error"] is None, r["error"]
         assert r["allocation"]["method"] in ("owl", "file")
         assert len(r["block_sparsity"]) == 2 and (tmp_path / "out" / r["plot"]).is_file()

@@ -54,7 +54,7 @@ def test_generation_finds_the_better_allocation():
     parent = Candidate(tuple([0] * 4))
     rng = random.Random(0)
     first = None
-    for g in range(30):
+    for _ in range(30):
         parent, rec = generation(parent, grid, stages, "kl", score, rng, offspring=8)
         first = first if first is not None else rec["parent_score"]
         assert sum(parent.levels) == 0
@@ -259,7 +259,6 @@ def test_seed_generation_keeps_uniform_unless_a_seed_beats_it():
     def score(levels, a, b, split=0):  # a light block 0 and a split of 2 are best
         return [float((levels[0] + 2) ** 2 + (split - 2) ** 2)] * (b - a)
 
-    grid = _split_grid(blocks=4)
     seeds = [Candidate((-2, -1, 1, 2), split=2), Candidate((2, 1, -1, -2)),
              Candidate((-2, -1, 1, 2))]
     best, rec = seed_generation(Candidate((0,) * 4), seeds, stages, "kl", score)

@@ -85,7 +85,8 @@ def test_bad_trees_get_the_penalty_and_the_search_goes_on():
     s.on_evaluation.append(log.append)
     s.run(4)
     by_expr = {r["simplified"]: r for r in log}
-    assert by_expr["sub(W, W)"]["fitness"] == PENALTY and "constant" in by_expr["sub(W, W)"]["error"]
+    assert (by_expr["sub(W, W)"]["fitness"] == PENALTY
+            and "constant" in by_expr["sub(W, W)"]["error"])
     assert by_expr["tanh(W)"]["fitness"] == PENALTY and "worker died" in by_expr["tanh(W)"]["error"]
     assert s.counters["failed"] >= 2 and s.generation == 3
     assert all(r["fitness"] < float("inf") for r in log)

@@ -17,7 +17,6 @@ from gpsearch.engine.loop import Searcher
 from gpsearch.engine.rundir import RunDir
 from gpsearch.engine.space import load_space
 from gpsearch.jobs.search.run import DEFAULTS, plan, resolve_settings, run_config
-
 from tests.conftest import write_corpus
 from tests.engine.test_loop import FakeBackend, services
 

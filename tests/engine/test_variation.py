@@ -24,7 +24,7 @@ PSET = build_pset(SPACE)
 
 def population(rng, n=12, space=SPACE):
     pop = [random_tree(PSET, space, rng) for _ in range(n)]
-    for i, ind in enumerate(pop):
+    for ind in pop:
         ind.fitness = float(rng.randint(1, 50))
     return pop
 
@@ -36,7 +36,8 @@ def test_tournament_picks_the_best_of_its_draw():
     assert tournament(pop, random.Random(1), 200) is best
     picks = Counter(id(tournament(pop, rng, 1)) for _ in range(600))
     assert len(picks) == len(pop)  # size 1: every individual gets picked sometimes
-    wins = sum(tournament(pop, rng, 3).fitness <= sorted(p.fitness for p in pop)[5] for _ in range(300))
+    wins = sum(tournament(pop, rng, 3).fitness <= sorted(p.fitness for p in pop)[5]
+               for _ in range(300))
     assert wins > 200  # selection pressure
 
 

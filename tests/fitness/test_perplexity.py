@@ -34,5 +34,7 @@ def test_perplexity_is_batch_size_invariant():
 
 def test_overflow_is_inf_not_error():
     assert perplexity_from_losses(torch.tensor([1e6, 1.0], dtype=torch.float64), 8) == float("inf")
-    assert perplexity_from_losses(torch.tensor([float("nan")], dtype=torch.float64), 8) == float("inf")
-    assert abs(perplexity_from_losses(torch.tensor([0.0, 2.0], dtype=torch.float64), 8) - math.e) < 1e-12
+    assert perplexity_from_losses(torch.tensor([float("nan")], dtype=torch.float64),
+                                  8) == float("inf")
+    assert abs(perplexity_from_losses(torch.tensor([0.0, 2.0], dtype=torch.float64), 8)
+               - math.e) < 1e-12

@@ -14,7 +14,6 @@ from gpsearch.fitness.windows import (
     topk_logprobs,
     window_scores,
 )
-
 from tests.conftest import make_llama
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -22,7 +21,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def full_kl(p_logits, q_logits):
     p = torch.softmax(p_logits.double(), -1)
-    return (p * (torch.log_softmax(p_logits.double(), -1) - torch.log_softmax(q_logits.double(), -1))).sum(-1)
+    return (p * (torch.log_softmax(p_logits.double(), -1)
+                 - torch.log_softmax(q_logits.double(), -1))).sum(-1)
 
 
 def test_coarse_kl_is_the_exact_kl_with_the_whole_vocabulary():
@@ -41,8 +41,10 @@ def test_coarse_kl_with_top_k_is_the_kl_of_the_coarsened_distributions():
     for r in range(3):  # independent: K bins + one tail bin, probabilities summed by hand
         pp, qq = torch.softmax(p[r].double(), -1), torch.softmax(q[r].double(), -1)
         top = set(idx[r].tolist())
-        ps = [pp[i].item() for i in sorted(top)] + [sum(pp[i].item() for i in range(50) if i not in top)]
-        qs = [qq[i].item() for i in sorted(top)] + [sum(qq[i].item() for i in range(50) if i not in top)]
+        ps = ([pp[i].item() for i in sorted(top)]
+              + [sum(pp[i].item() for i in range(50) if i not in top)])
+        qs = ([qq[i].item() for i in sorted(top)]
+              + [sum(qq[i].item() for i in range(50) if i not in top)])
         want = sum(a * math.log(a / b) for a, b in zip(ps, qs))
         assert got[r].item() == pytest.approx(want, rel=1e-4, abs=1e-6)
         assert got[r].item() <= full_kl(p[r], q[r]).item() + 1e-6

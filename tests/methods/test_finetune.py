@@ -22,7 +22,8 @@ def _pruned(model):
     linears = prunable_linears(model)
     with torch.no_grad():
         for lin in linears.values():
-            lin.weight.masked_fill_(magnitude_mask(lin.weight, 0.5, parse_pattern("unstructured")), 0.0)
+            lin.weight.masked_fill_(magnitude_mask(lin.weight, 0.5, parse_pattern("unstructured")),
+                                    0.0)
     return linears, zero_masks(linears)
 
 
@@ -37,10 +38,12 @@ def test_masks_held_at_every_step(make, decay, tokenizer, corpus):
     def check(module, args, name=None):  # runs at every training forward
         checks.append(bool((module.weight[masks[name]] == 0).all()))
 
-    handles = [lin.register_forward_pre_hook(lambda m, a, n=n: check(m, a, n)) for n, lin in linears.items()]
-    cfg = FinetuneConfig(lr=1e-2, batch_size=4, epochs=2, max_steps=3, seqlen=32, weight_decay=decay,
-                         data=corpus)
-    out = finetune(model, linears, masks, training_blocks(tokenizer, corpus, 32), cfg, progress=False)
+    handles = [lin.register_forward_pre_hook(lambda m, a, n=n: check(m, a, n))
+               for n, lin in linears.items()]
+    cfg = FinetuneConfig(lr=1e-2, batch_size=4, epochs=2, max_steps=3, seqlen=32,
+                         weight_decay=decay, data=corpus)
+    out = finetune(model, linears, masks, training_blocks(tokenizer, corpus, 32), cfg,
+                   progress=False)
     for h in handles:
         h.remove()
     assert out["steps"] == 6 and len(out["epoch_loss"]) == 2

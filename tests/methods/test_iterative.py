@@ -21,7 +21,8 @@ def _cfg(corpus, **kw):
 
 
 def _evaluator(cfg, tokenizer, tmp_path):
-    return Evaluator(calib=cfg.calib(), cache_dir=tmp_path / "cache", lm=loaded(make_llama(), tokenizer))
+    return Evaluator(calib=cfg.calib(), cache_dir=tmp_path / "cache",
+                     lm=loaded(make_llama(), tokenizer))
 
 
 def test_schedules():
@@ -29,7 +30,8 @@ def test_schedules():
     assert len(geo) == math.ceil(math.log(0.1) / math.log(0.9)) == 22
     assert geo[-1] == 0.9 and abs(geo[0] - 0.1) < 1e-12 and abs(geo[1] - 0.19) < 1e-12
     assert len(schedule_targets(IterativeConfig(target_sparsity=0.9, max_iterations=5))) == 5
-    cubic = schedule_targets(IterativeConfig(target_sparsity=0.8, schedule="cubic", max_iterations=4))
+    cubic = schedule_targets(IterativeConfig(target_sparsity=0.8, schedule="cubic",
+                                             max_iterations=4))
     assert len(cubic) == 4 and abs(cubic[-1] - 0.8) < 1e-12
     assert all(b > a for a, b in zip(cubic, cubic[1:]))
     assert cubic[0] - 0 > cubic[-1] - cubic[-2]  # fast early, slow late (Zhu & Gupta)
@@ -62,9 +64,10 @@ def test_rounds_reach_target_with_nested_masks(tokenizer, corpus, tmp_path):
 def test_resume_gives_same_history(tokenizer, corpus, tmp_path):
     cfg = _cfg(corpus)
     quiet = dict(progress=False, log=lambda s: None)
-    full = run_iterative(cfg, save_dir=tmp_path / "a", evaluator=_evaluator(cfg, tokenizer, tmp_path), **quiet)
-    run_iterative(cfg.to_dict(), save_dir=tmp_path / "b", evaluator=_evaluator(cfg, tokenizer, tmp_path),
-                  max_rounds=1, **quiet)
+    full = run_iterative(cfg, save_dir=tmp_path / "a",
+                         evaluator=_evaluator(cfg, tokenizer, tmp_path), **quiet)
+    run_iterative(cfg.to_dict(), save_dir=tmp_path / "b",
+                  evaluator=_evaluator(cfg, tokenizer, tmp_path), max_rounds=1, **quiet)
     assert len(json.loads((tmp_path / "b" / "run.json").read_text())["history"]) == 1
     ev = _evaluator(cfg, tokenizer, tmp_path)  # a fresh process: dense weights again
     resumed = run_iterative(resume=tmp_path / "b", evaluator=ev, **quiet)
@@ -82,7 +85,8 @@ def test_refusals(tokenizer, corpus, tmp_path, capsys):
     cfg = _cfg(corpus)
     ev = _evaluator(cfg, tokenizer, tmp_path)
     with pytest.raises(UserError, match="calibration"):
-        run_iterative(_cfg(corpus, nsamples=4), evaluator=ev, save_dir=tmp_path / "x", progress=False)
+        run_iterative(_cfg(corpus, nsamples=4), evaluator=ev, save_dir=tmp_path / "x",
+                      progress=False)
     with pytest.raises(UserError, match="unknown iterative config"):
         run_iterative({"metric": "wanda", "bogus": 1}, evaluator=ev)
     assert main(["iterative", "--resume", str(tmp_path / "missing")]) == 2
@@ -127,7 +131,8 @@ def test_rounds_follow_an_allocation_scaled_to_each_round(tokenizer, corpus, tmp
     for name, lin in ev.linears.items():
         assert bool((lin.weight[first[name]] == 0).all()), name  # zeros stay pruned
     saved = json.loads((tmp_path / "run" / "run.json").read_text())
-    assert saved["allocation"]["blocks"] == [0.25, 0.65] and saved["config"]["allocation"] == str(path)
+    assert (saved["allocation"]["blocks"] == [0.25, 0.65]
+            and saved["config"]["allocation"] == str(path))
 
 
 def test_owl_allocation_is_decided_once_on_the_dense_model(tokenizer, corpus, tmp_path):

@@ -31,10 +31,11 @@ def test_every_baseline_recipe_plans():
     assert by["tiers"].defaults["topk"] == 10 and by["tiers"].defaults["block_size"] == 16  # 004
 
 
-@pytest.mark.parametrize("name,fn", [("sparsegpt", "gpsearch.methods.sparsegpt:prune_sparsegpt"),
-                                     ("wanda-variant", "gpsearch.methods.wanda:prune_wanda"),
-                                     ("slimgpt", "gpsearch.methods.structured.slimgpt:slimgpt"),
-                                     ("width-taylor", "gpsearch.methods.structured.width:width_prune")])
+@pytest.mark.parametrize("name,fn", [
+    ("sparsegpt", "gpsearch.methods.sparsegpt:prune_sparsegpt"),
+    ("wanda-variant", "gpsearch.methods.wanda:prune_wanda"),
+    ("slimgpt", "gpsearch.methods.structured.slimgpt:slimgpt"),
+    ("width-taylor", "gpsearch.methods.structured.width:width_prune")])
 def test_recipe_values_equal_the_code_defaults(name, fn):
     import importlib
 

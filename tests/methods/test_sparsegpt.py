@@ -33,7 +33,8 @@ def test_exact_sparsity_every_linear(tiny_lm, corpus, tmp_path, pattern):
             groups = (w == 0).reshape(w.shape[0], -1, pat.m).sum(-1)
             assert bool((groups == pat.n).all()), name
     assert info["calibration"] == ev.calib.to_dict() and info["prune_s"] > 0
-    assert torch.equal(ev.model.get_input_embeddings().weight, tiny_lm.model.get_input_embeddings().weight)
+    assert torch.equal(ev.model.get_input_embeddings().weight,
+                       tiny_lm.model.get_input_embeddings().weight)
 
 
 @pytest.mark.parametrize("make", [make_llama, make_opt])
@@ -69,7 +70,8 @@ def test_shared_hessians_and_early_stop_change_nothing(tokenizer, corpus, tmp_pa
     assert ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"] in shared.groups()
     full = {}
     feed_block(block, inputs, linears,
-               lambda b, n, x: full.setdefault(n, []).append(x.reshape(-1, x.shape[-1])), stop_early=False)
+               lambda b, n, x: full.setdefault(n, []).append(x.reshape(-1, x.shape[-1])),
+               stop_early=False)
     for name in linears:
         x = torch.cat(full[name]).double()
         expect = 2.0 * x.T @ x / ev.calib.nsamples
@@ -79,7 +81,8 @@ def test_shared_hessians_and_early_stop_change_nothing(tokenizer, corpus, tmp_pa
 def test_reconstruction_error_below_wanda_first_block(tiny_lm, corpus, tmp_path):
     ev = _evaluator(tiny_lm, corpus, tmp_path, nsamples=16)
     samples = ev.features.samples()
-    dense = {n: lin.weight.detach().clone() for n, lin in block_linears(decoder_blocks(ev.model)[0]).items()}
+    dense = {n: lin.weight.detach().clone()
+             for n, lin in block_linears(decoder_blocks(ev.model)[0]).items()}
     inputs = layer_inputs(ev.model, samples, 0)
     prune_sparsegpt(ev, 0.5, parse_pattern("unstructured"))
     pruned = block_linears(decoder_blocks(ev.model)[0])
@@ -110,8 +113,9 @@ def test_embedded_block0_sparsegpt_error_below_wanda(embedded_lm):
     linears = block_linears(block)
     shared = SharedHessians(linears)
     raw = {}
-    feed_block(block, inputs, linears, lambda b, n, x: (shared.add(b, n, x),
-                                                        raw.setdefault(n, []).append(x.reshape(-1, x.shape[-1]))))
+    feed_block(block, inputs, linears,
+               lambda b, n, x: (shared.add(b, n, x),
+                                raw.setdefault(n, []).append(x.reshape(-1, x.shape[-1]))))
     pat = parse_pattern("unstructured")
     for name, lin in linears.items():
         w, x = lin.weight.detach(), torch.cat(raw[name])

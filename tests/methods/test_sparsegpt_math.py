@@ -53,7 +53,8 @@ def slow_obs(W, H, sparsity, group, n=0, m=0, percdamp=0.01):
                     for c in sorted(range(len(cols)), key=lambda c: row[c])[:n]:
                         mask[r, cols[c]] = True
             else:
-                flat = [(v, r * len(cols) + c) for r, row in enumerate(sal) for c, v in enumerate(row)]
+                flat = [(v, r * len(cols) + c)
+                        for r, row in enumerate(sal) for c, v in enumerate(row)]
                 for _, idx in sorted(flat)[:int(sparsity * len(flat))]:
                     mask[idx // len(cols), cols[idx % len(cols)]] = True
         for r in range(W.shape[0]):

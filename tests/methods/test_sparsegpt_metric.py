@@ -29,7 +29,8 @@ def test_sparsegpt_saliency_as_tree_equals_default(n, m, bs, mbs):
     W, H, _ = _layer()
     tree = load_tree(SPARSEGPT_TREE)
     ref_w, ref_mask = sparsegpt_prune(W, H, 0.5, n, m, bs, mbs)
-    got_w, got_mask = sparsegpt_prune(W, H, 0.5, n, m, bs, mbs, score_fn=tree_score_fn(tree, None, None),
+    got_w, got_mask = sparsegpt_prune(W, H, 0.5, n, m, bs, mbs,
+                                      score_fn=tree_score_fn(tree, None, None),
                                       score_window=score_window(tree, mbs))
     assert torch.equal(got_mask, ref_mask) and torch.equal(got_w, ref_w)
 
@@ -40,7 +41,8 @@ def _evaluator(make, tokenizer, corpus, tmp_path):
 
 
 @pytest.mark.parametrize("make,pattern", [(make_llama, "unstructured"), (make_opt, "2:4")])
-def test_model_level_same_as_default_and_other_trees_differ(make, pattern, tokenizer, corpus, tmp_path):
+def test_model_level_same_as_default_and_other_trees_differ(make, pattern, tokenizer, corpus,
+                                                             tmp_path):
     ev = _evaluator(make, tokenizer, corpus, tmp_path)
     pat = parse_pattern(pattern, 0.5)
     prune_sparsegpt(ev, 0.5, pat)
@@ -74,14 +76,16 @@ def test_terminals_are_current_weights_and_block_statistics():
         return inner(w, j0, j1, u)
 
     new_w, mask = sparsegpt_prune(W, H, 0.5, 2, 4, blocksize=16, mask_blocksize=16, score_fn=spy)
-    assert [(j0, j1) for _, j0, j1 in seen] == [(j, j + 4) for j in range(0, 48, 4)]  # elementwise: M
+    # elementwise: M
+    assert [(j0, j1) for _, j0, j1 in seen] == [(j, j + 4) for j in range(0, 48, 4)]
     assert torch.equal(seen[0][0], W[:, :4])  # nothing updated before the first group
     assert not torch.allclose(seen[5][0], W[:, 20:24])  # later groups: the OBS-updated weights
     # the mask is the tree's ranking of what the tree saw
     for w, j0, j1 in seen:
         score = w.abs() * X[:, j0:j1].sqrt() * G[:, j0:j1]
         lowest = torch.sort(score, dim=1, stable=True).indices[:, :2]
-        assert torch.equal(mask[:, j0:j1], torch.zeros_like(score, dtype=torch.bool).scatter_(1, lowest, True))
+        assert torch.equal(mask[:, j0:j1],
+                           torch.zeros_like(score, dtype=torch.bool).scatter_(1, lowest, True))
 
 
 def test_normalising_trees_see_a_wider_window_for_nm():

@@ -71,7 +71,8 @@ def test_resume_gives_the_same_result(tokenizer, corpus, tmp_path):
 
     tree, sched = parse_prefix("mul(W, sqrt(X))"), parse_schedule(SCHEDULE)
     ev1, evc = make(loaded(make_llama(), tokenizer), corpus, tmp_path)
-    full = run_tiers(ev1, tree, sched, evc, FakeFinetune(), 8, 4, tmp_path / "a", log=lambda s: None)
+    full = run_tiers(ev1, tree, sched, evc, FakeFinetune(), 8, 4, tmp_path / "a",
+                     log=lambda s: None)
     ev2, _ = make(loaded(make_llama(), tokenizer), corpus, tmp_path)
     run_tiers(ev2, tree, sched[:2], evc, FakeFinetune(), 8, 4, tmp_path / "b", log=lambda s: None)
     ev3, _ = make(loaded(make_llama(), tokenizer), corpus, tmp_path)  # fresh dense model

@@ -102,7 +102,8 @@ def test_example_schedule_reaches_its_implied_sparsity():
     got = []
     for st in steps:
         score = (w * keep).abs() + torch.rand(160, 160) * 1e-3  # "fine-tuning" changes the scores
-        tiers, keep = demote_iteration(tiers, score, keep, 16, 10, st.dense_to_2_4, st.mid_2_4_to_topk)
+        tiers, keep = demote_iteration(tiers, score, keep, 16, 10, st.dense_to_2_4,
+                                       st.mid_2_4_to_topk)
         sh = tier_shares(tiers)
         assert abs(sh["dense"] - st.dense) < 1e-9 and abs(sh["topk"] - st.topk) < 1e-9
         got.append(1 - keep.double().mean().item())

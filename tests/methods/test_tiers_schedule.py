@@ -17,7 +17,8 @@ def test_example_schedule_implied_sparsity():
         (0.9, 0.1, 0.0), (0.8, 0.1, 0.1), (0.65, 0.2, 0.15), (0.5, 0.3, 0.2), (0.35, 0.45, 0.2)]
     assert steps[0].epochs == 2 and steps[-1].epochs == 3
     # 2:4 zeroes half a block, TOPK keeps 10 of 256: 0.5 * mid + (246/256) * topk
-    expected = [0.5 * m + (246 / 256) * t for m, t in ((.1, 0), (.1, .1), (.2, .15), (.3, .2), (.45, .2))]
+    expected = [0.5 * m + (246 / 256) * t
+                for m, t in ((.1, 0), (.1, .1), (.2, .15), (.3, .2), (.45, .2))]
     got = [s.sparsity(16, 10) for s in steps]
     assert all(abs(a - b) < 1e-12 for a, b in zip(got, expected))
     assert [round(100 * g) for g in got] == [5, 15, 24, 34, 42]  # "about 5, 14, 24, 34, 42%"

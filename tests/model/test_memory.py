@@ -22,11 +22,13 @@ def test_accounting_by_kind_and_place(dtype, wbytes, gbytes, tokenizer, corpus, 
     x_bytes = sum(4 * lin.in_features for lin in e.linears.values())
     k = acc["kinds"]
     assert acc["pruned_params"] == params
-    assert k["model_weights"]["bytes"] == wbytes * params and k["restore_copy"]["bytes"] == wbytes * params
+    assert (k["model_weights"]["bytes"] == wbytes * params
+            and k["restore_copy"]["bytes"] == wbytes * params)
     assert k["G"]["bytes"] == gbytes * params and k["X"]["bytes"] == x_bytes
     assert k["abs_w"]["bytes"] == 0 and k["restore_copy"]["place"] == "host"
     assert k["kl_reference"]["bytes"] == 64 * 512 * 8 and not k["kl_reference"]["held"]
-    assert k["X"]["place"] == "host" and all(t.device.type == "cpu" for t in e.features.get("X").values())
+    assert k["X"]["place"] == "host" and all(t.device.type == "cpu"
+                                             for t in e.features.get("X").values())
     assert acc["per_place"]["accelerator"]["bytes"] == (wbytes + gbytes) * params
     assert acc["per_place"]["host"]["bytes"] == wbytes * params + x_bytes
     # the layout before: restore copy beside the model, float32 |W| cache, float32 G

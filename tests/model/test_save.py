@@ -15,7 +15,8 @@ def test_saved_model_reloads_with_same_perplexity(tiny_lm, corpus, tmp_path):
     ev = Evaluator(calib=CalibConfig(data=corpus, nsamples=4, seqlen=16), cache_dir=tmp_path,
                    lm=tiny_lm)
     evc = EvalConfig(data=corpus, split="test", seqlen=16, max_windows=4)
-    rec = ev.evaluate(parse_prefix("mul(W, sqrt(X))"), 0.5, parse_pattern("2:4", 0.5), evc, keep=True)
+    rec = ev.evaluate(parse_prefix("mul(W, sqrt(X))"), 0.5, parse_pattern("2:4", 0.5), evc,
+                      keep=True)
     out = save_pruned(ev.lm, tmp_path / "saved", rec)
     reloaded = AutoModelForCausalLM.from_pretrained(out).eval()
     AutoTokenizer.from_pretrained(out)

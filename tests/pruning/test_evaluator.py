@@ -55,7 +55,8 @@ def test_sequential_mode_differs_from_dense_after_first_block(tiny_lm, corpus, t
     ev.restore()
     first = [n for n in seq if n.startswith("0.")]
     # block 0 sees the same (dense) inputs in both modes: identical masks there
-    assert all(torch.equal(seq[n], dense[n]) for n in first if "o_proj" not in n and "out_proj" not in n
+    assert all(torch.equal(seq[n], dense[n]) for n in first
+               if "o_proj" not in n and "out_proj" not in n
                and "down_proj" not in n and "fc2" not in n)
     assert any(not torch.equal(seq[n], dense[n]) for n in seq if n.startswith("1."))
     assert all(abs(float((seq[n] == 0).float().mean()) - 0.5) < 0.02 for n in seq)

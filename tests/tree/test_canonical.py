@@ -12,7 +12,6 @@ from gpsearch.pruning.masks import make_mask, parse_pattern
 from gpsearch.tree import EXTENDED, PRUNERZERO, Node, check_score, evaluate, parse_prefix, to_prefix
 from gpsearch.tree.canonical import canonical_key, canonical_tree, strip_root
 from gpsearch.tree.simplify import sign
-
 from tests.tree.test_simplify import random_tree, terminals
 
 UNSTRUCTURED = parse_pattern("unstructured")
@@ -119,7 +118,9 @@ def _raw(node, t):
 
 
 def test_fingerprint_dedups_by_mask():
-    fp = lambda e, s=0.5, p=UNSTRUCTURED: mask_fingerprint(parse_prefix(e, EXTENDED), s, p)
+    def fp(e, s=0.5, p=UNSTRUCTURED):
+        return mask_fingerprint(parse_prefix(e, EXTENDED), s, p)
+
     wanda = fp("mul(W, sqrt(X))")
     assert fp("sqrt(mul(sqr(W), X))") == wanda  # same masks, different key
     assert fp("exp(mul(W, sqrt(X)))") == fp("exp(mul(W, sqrt(X)))")  # deterministic
@@ -129,7 +130,9 @@ def test_fingerprint_dedups_by_mask():
 
 
 def test_fingerprint_reports_invalid_trees():
-    fp = lambda e: mask_fingerprint(parse_prefix(e, EXTENDED), 0.5, UNSTRUCTURED)
+    def fp(e):
+        return mask_fingerprint(parse_prefix(e, EXTENDED), 0.5, UNSTRUCTURED)
+
     assert fp("sub(W, W)").startswith("invalid: ") and "constant" in fp("sub(W, W)")
     assert "constant" in fp("c2")
     assert "NaN/inf" in fp("sqr(sqr(sqr(sqr(exp(X)))))")

@@ -82,7 +82,8 @@ def test_float32_then_float64_when_float32_overflows():
     assert torch.allclose(out, torch.tensor([[95.0, 99.0]], dtype=torch.float64).exp())
     forced = evaluate(parse_prefix("exp(G)"), t, PRUNERZERO, torch.float32)
     assert forced.dtype == torch.float32 and torch.isinf(forced).all()
-    assert evaluate(parse_prefix("W"), {"W": torch.ones(2, 2, dtype=torch.float16)}).dtype == torch.float32
+    assert evaluate(parse_prefix("W"),
+                    {"W": torch.ones(2, 2, dtype=torch.float16)}).dtype == torch.float32
 
 
 def test_argument_order_of_binary_operators():
@@ -191,6 +192,7 @@ def test_sympy_agrees_with_torch_on_closed_form_operators():
     for _ in range(60):
         tree = random_tree(rng, closed, EXTENDED.terminals, rng.randint(1, 4))
         expr = sympy_expr(tree, EXTENDED)
-        numeric = float(expr.subs({sympy.Symbol(k, positive=True): v for k, v in values.items()}).evalf())
+        numeric = float(expr.subs({sympy.Symbol(k, positive=True): v
+                                   for k, v in values.items()}).evalf())
         value = float(evaluate(tree, t, EXTENDED, torch.float64))
         assert numeric == pytest.approx(value, rel=1e-9, abs=1e-12)

@@ -21,7 +21,8 @@ from gpsearch.tree import (
 )
 
 PUBLISHED = {"data": "mul",
-             "left": {"data": "abs", "left": {"data": "mul", "left": {"data": "W"}, "right": {"data": "W"}}},
+             "left": {"data": "abs",
+                      "left": {"data": "mul", "left": {"data": "W"}, "right": {"data": "W"}}},
              "right": {"data": "mms", "left": {"data": "G"}}}
 
 
@@ -46,13 +47,18 @@ def ev(expr, t=None, dtype=torch.float64):
 def test_operator_semantics():
     t = {"W": torch.tensor([[0.0, -2.0, 3.0]]), "X": torch.tensor([[1.0, 1.0, 1.0]]),
          "G": torch.tensor([[200.0, 0.0, -1.0]])}
-    assert torch.allclose(ev("log(W)", t), torch.log(torch.tensor([[0.001, 2.001, 3.001]], dtype=torch.float64)))
-    assert torch.isfinite(ev("exp(G)", t)).all() and float(ev("exp(G)", t)[0, 0]) == pytest.approx(torch.e ** 100, rel=1e-9)
-    assert torch.equal(ev("sqrt(W)", t), torch.tensor([[0.0, 2 ** 0.5, 3 ** 0.5]], dtype=torch.float64))
-    assert torch.equal(ev("mms(X)", t), torch.zeros(1, 3, dtype=torch.float64))  # constant -> 0, not NaN
+    assert torch.allclose(ev("log(W)", t),
+                          torch.log(torch.tensor([[0.001, 2.001, 3.001]], dtype=torch.float64)))
+    assert (torch.isfinite(ev("exp(G)", t)).all()
+            and float(ev("exp(G)", t)[0, 0]) == pytest.approx(torch.e ** 100, rel=1e-9))
+    assert torch.equal(ev("sqrt(W)", t),
+                       torch.tensor([[0.0, 2 ** 0.5, 3 ** 0.5]], dtype=torch.float64))
+    # constant -> 0, not NaN
+    assert torch.equal(ev("mms(X)", t), torch.zeros(1, 3, dtype=torch.float64))
     assert torch.equal(ev("zsn(X)", t), torch.zeros(1, 3, dtype=torch.float64))
     assert torch.allclose(ev("div(W, G)", t), t["W"].double() / torch.linalg.norm(t["G"].double()))
-    assert torch.equal(ev("pow(W)", t), ev("sqr(W)", t)) and torch.equal(ev("skp(W)", t), t["W"].double())
+    assert (torch.equal(ev("pow(W)", t), ev("sqr(W)", t))
+            and torch.equal(ev("skp(W)", t), t["W"].double()))
     m = ev("mms(G)", t)
     assert float(m.min()) == 0.0 and float(m.max()) == 1.0
 
@@ -62,7 +68,8 @@ def test_float32_first_and_float64_when_float32_overflows():
     assert ev("mul(W, W)", t, None).dtype == torch.float32
     out = ev("exp(G)", t, None)  # e^99 overflows float32
     assert out.dtype == torch.float64 and torch.isfinite(out).all()
-    assert torch.allclose(ev("mul(W, sqrt(G))", t, None).double(), ev("mul(W, sqrt(G))", t), rtol=1e-6)
+    assert torch.allclose(ev("mul(W, sqrt(G))", t, None).double(), ev("mul(W, sqrt(G))", t),
+                          rtol=1e-6)
 
 
 def test_bad_operators_are_refused_at_registration():
@@ -100,7 +107,8 @@ def test_known_trees():
     t = terms(4)
     W, X = t["W"].double(), t["X"].double()
     assert torch.allclose(evaluate(load_tree("wanda"), t).double(), W * X.sqrt(), rtol=1e-5)
-    assert torch.allclose(evaluate(load_tree("gblm"), t).double(), W * X.sqrt() + W * t["G"].double(), rtol=1e-5)
+    assert torch.allclose(evaluate(load_tree("gblm"), t).double(),
+                          W * X.sqrt() + W * t["G"].double(), rtol=1e-5)
     ria = (W / W.sum(dim=0, keepdim=True) + W / W.sum(dim=1, keepdim=True)) * X.sqrt().sqrt()
     assert torch.allclose(evaluate(load_tree("ria"), t, EXTENDED).double(), ria, rtol=1e-5)
     assert load_tree("magnitude") == Node("W")

@@ -49,7 +49,8 @@ def test_elementwise_semantics_by_hand():
     assert torch.equal(op("sqrt", x), t([[0.0, math.sqrt(2), math.sqrt(3)]]))
     assert torch.allclose(op("tanh", x), t([[0.0, math.tanh(-2), math.tanh(3)]]))
     assert torch.equal(op("qrt", t([16.0, -81.0, 0.0])), t([2.0, 3.0, 0.0]))
-    assert torch.equal(op("add", x, 1.5), x + 1.5) and torch.equal(op("sub", x, x), torch.zeros_like(x))
+    assert (torch.equal(op("add", x, 1.5), x + 1.5)
+            and torch.equal(op("sub", x, x), torch.zeros_like(x)))
     assert torch.equal(op("mul", x, t([[2.0], [3.0]])), t([[0.0, -4.0, 6.0], [0.0, -6.0, 9.0]]))
 
 
@@ -99,7 +100,8 @@ def test_pdiv_rown_coln():
     assert float(op("pdiv", 1.0, 0.0)) == pytest.approx(1e8)
     assert float(op("pdiv", 1.0, -2.0)) > 0  # the sign of y is dropped
     assert torch.allclose(op("rown", x), t([[0.25, -0.75], [0.5, 0.5]]))  # over the input dim
-    assert torch.allclose(op("coln", x), t([[1 / 3, -3 / 5], [2 / 3, 2 / 5]]))  # over the output dim
+    # over the output dim
+    assert torch.allclose(op("coln", x), t([[1 / 3, -3 / 5], [2 / 3, 2 / 5]]))
     zero_row = t([[0.0, 0.0], [1.0, 3.0]])
     assert torch.equal(op("rown", zero_row), t([[0.0, 0.0], [0.25, 0.75]]))
     assert torch.equal(op("coln", zero_row), t([[0.0, 0.0], [1.0, 1.0]]))

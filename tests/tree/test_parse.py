@@ -28,7 +28,8 @@ from gpsearch.tree import (
 )
 
 PUBLISHED = {"data": "mul",
-             "left": {"data": "abs", "left": {"data": "mul", "left": {"data": "W"}, "right": {"data": "W"}}},
+             "left": {"data": "abs",
+                      "left": {"data": "mul", "left": {"data": "W"}, "right": {"data": "W"}}},
              "right": {"data": "mms", "left": {"data": "G"}}}
 
 
@@ -47,7 +48,8 @@ def chain(n, leaf="W"):
 
 
 def full_binary(height):
-    return Node("W") if height == 0 else Node("add", (full_binary(height - 1), full_binary(height - 1)))
+    return (Node("W") if height == 0
+            else Node("add", (full_binary(height - 1), full_binary(height - 1))))
 
 
 def one_line_tree_error(fn, *args):
@@ -100,7 +102,8 @@ def test_published_tree_loads():
 
 
 @pytest.mark.parametrize("name, expr", [
-    ("magnitude", "W"), ("wanda", "mul(W, sqrt(X))"), ("pruner_zero", "mul(abs(mul(W, W)), mms(G))"),
+    ("magnitude", "W"), ("wanda", "mul(W, sqrt(X))"),
+    ("pruner_zero", "mul(abs(mul(W, W)), mms(G))"),
     ("gblm", "add(mul(W, sqrt(X)), mul(W, G))"), ("ria", "mul(add(coln(W), rown(W)), qrt(X))")])
 def test_known_tree_files(name, expr):
     tree = load_tree(name)
@@ -183,7 +186,8 @@ HOSTILE_JSON = [
     '{"data": null}', '{"data": ["W"]}', '{"data": {"data": "W"}}', '{"left": {"data": "W"}}',
     '{"data": "mul", "left": {"data": "W"}}',
     '{"data": "abs", "left": {"data": "W"}, "right": {"data": "W"}}',
-    '{"data": "W", "left": {"data": "X"}}', '{"data": "W", "evil": 1}', '{"data": "W", "Data": "X"}',
+    '{"data": "W", "left": {"data": "X"}}', '{"data": "W", "evil": 1}',
+    '{"data": "W", "Data": "X"}',
     '{"data": "__import__"}', '{"data": "abs", "left": [1]}', '{"data": "abs", "left": null}',
     '{"data": "abs", "left": "W"}', '{"data": "sqrt", "right": {"data": "W"}}', "{not json",
     '{"data": "W"} trailing', '{"data": "W", "data": "X"}', '{"data": "abs", "left": {"data": "W"}',

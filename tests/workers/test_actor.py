@@ -10,7 +10,6 @@ from gpsearch.pruning.evaluator import Evaluator
 from gpsearch.pruning.masks import parse_pattern
 from gpsearch.workers.actor import EvalWorker, worker_spec
 from gpsearch.workers.serial import SerialBackend
-
 from tests.conftest import make_llama, make_tokenizer, write_corpus
 from tests.faulty_worker import faulty_worker
 

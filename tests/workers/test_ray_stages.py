@@ -3,10 +3,6 @@ the serial backend's (local Ray, 1 worker, tiny saved LLaMA)."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-
 import pytest
 
 ray = pytest.importorskip("ray")

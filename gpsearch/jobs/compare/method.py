@@ -56,5 +56,6 @@ def parse_sparsities(text: str | list) -> list[float]:
         try:
             out.append(check_sparsity(float(item)))
         except ValueError:
-            raise UserError(f"bad sparsity {item!r}: expected a fraction of zeros in [0, 1)") from None
+            raise UserError(f"bad sparsity {item!r}: expected a fraction of zeros "
+                            "in [0, 1)") from None
     return out

@@ -97,7 +97,8 @@ def _shortgpt(evaluator, lm, sparsity, n_remove_layers=None):
     from gpsearch.methods.structured.shortgpt import shortgpt
     from gpsearch.model.blocks import decoder_blocks
 
-    n = n_remove_layers if n_remove_layers is not None else round(sparsity * len(decoder_blocks(lm.model)))
+    n = (n_remove_layers if n_remove_layers is not None
+         else round(sparsity * len(decoder_blocks(lm.model))))
     return shortgpt(lm, evaluator.calib, int(n))
 
 
@@ -113,7 +114,8 @@ def _width(importance):
 def _slimgpt(evaluator, lm, sparsity, pruning_ratio=None, **options):
     from gpsearch.methods.structured.slimgpt import slimgpt
 
-    return slimgpt(lm, evaluator.calib, sparsity if pruning_ratio is None else pruning_ratio, **options)
+    return slimgpt(lm, evaluator.calib, sparsity if pruning_ratio is None else pruning_ratio,
+                   **options)
 
 
 def _tiers(evaluator, sparsity, pattern, schedule=None, metric="wanda", block_size=16, topk=10,
@@ -127,7 +129,8 @@ def _tiers(evaluator, sparsity, pattern, schedule=None, metric="wanda", block_si
     steps = load_schedule(schedule or EXAMPLE_SCHEDULE)
     reach = [i for i, s in enumerate(steps) if s.sparsity(block_size, topk) >= sparsity - 0.02]
     if not reach:
-        raise UserError(f"the tiers schedule reaches only {steps[-1].sparsity(block_size, topk):.3f}")
+        raise UserError(
+            f"the tiers schedule reaches only {steps[-1].sparsity(block_size, topk):.3f}")
     _STASH.setdefault(id(evaluator), {})["state"] = {
         n: p.detach().clone() for n, p in evaluator.model.named_parameters()}
     cfg = FinetuneConfig(**{"seqlen": evaluator.calib.seqlen, "data": evaluator.calib.data,
@@ -194,7 +197,8 @@ def register_methods(register) -> None:
     register("iterative", _iterative, "prune a fraction of the remaining weights + masked "
              "fine-tuning, repeated up to the sparsity (seed 000)", un, None, cleanup,
              _fields(IterativeConfig, _ITERATIVE_FIXED))
-    register("tiers", _tiers, "progressive three-tier blocks (dense/2:4/top-k) + masked fine-tuning",
+    register("tiers", _tiers,
+             "progressive three-tier blocks (dense/2:4/top-k) + masked fine-tuning",
              un, None, cleanup, knob_names(_tiers) | _fields(FinetuneConfig))
     register("shortgpt", _structured(_shortgpt), "remove the lowest Block Influence layers", un,
              None, cleanup, knob_names(_shortgpt))

@@ -107,7 +107,8 @@ def markdown_text(result: dict, final: bool) -> str:
             lines.append(f"| {m} | " + " | ".join(vals) + " |")
         lines.append("")
     lines += ["## All runs", "",
-              "| method | pattern | sparsity | PPL | achieved sparsity | pruning s | features s | error |",
+              "| method | pattern | sparsity | PPL | achieved sparsity | pruning s | features s "
+              "| error |",
               "|---|---|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         err = (r["error"] or "").replace("|", "/")
@@ -123,7 +124,8 @@ def markdown_text(result: dict, final: bool) -> str:
         lines += ["", "## Trees", ""] + [f"- {m}: `{t}`" for m, t in trees.items()]
     opts = {r["method"]: r["options"] for r in rows if r.get("options")}
     if opts:
-        lines += ["", "## Method options", ""] + [f"- {m}: `{json.dumps(o)}`" for m, o in opts.items()]
+        lines += ["", "## Method options", ""] + [f"- {m}: `{json.dumps(o)}`"
+                                                  for m, o in opts.items()]
     allocs = [r for r in rows if r.get("block_sparsity")]
     if allocs:
         lines += ["", "## Layer-wise allocations (achieved sparsity per block)", ""]

@@ -5,9 +5,10 @@
   by damped least squares under the method's mask, block-sequentially (``baselines.recon``).
   Trees and wanda: mask and reconstruction in one flow (each block's mask from the pass that
   gives its Hessians, so later blocks' statistics come from reconstructed blocks); other
-  methods prune first and are reconstructed on their zeros. Options prefixed ``recon_`` (``recon_max_iter``,
-  ``recon_solver``, ``recon_percdamp``, ``recon_tol``) go to the reconstruction, the rest to the
-  method. Methods that change shapes or fine-tune (structured ones, tiers, ``+lora``) are refused.
+  methods prune first and are reconstructed on their zeros. Options prefixed ``recon_``
+  (``recon_max_iter``, ``recon_solver``, ``recon_percdamp``, ``recon_tol``) go to the
+  reconstruction, the rest to the method. Methods that change shapes or fine-tune (structured
+  ones, tiers, ``+lora``) are refused.
 - ``sparsegpt:TREE`` (TREE: a file, a name in trees/ or a prefix expression): SparseGPT with the
   tree ranking its adaptive mask selection (``baselines.sparsegpt_metric``); the same as
   ``sparsegpt`` with ``--option sparsegpt.metric=TREE``. Knobs: blocksize, mask_blocksize,

@@ -28,9 +28,10 @@ def update_methods(best_expr: str, hof_exprs: list[str], n: int) -> list[str]:
 
 def report_on_test(p, backend, best_expr: str, run_path: Path,
                    hof_exprs: list[str] = ()) -> list[dict]:
-    """Test-split perplexity (``p``: the run's ``Plan``) of the best tree beside dense and the --report methods, with the
-    same calibration (``gpsearch compare``); trees use dense features, as in the search. With
-    ``report_update`` N, the best N trees are also replayed with a weight update."""
+    """Test-split perplexity (``p``: the run's ``Plan``) of the best tree beside dense and the
+    --report methods, with the same calibration (``gpsearch compare``); trees use dense features,
+    as in the search. With ``report_update`` N, the best N trees are also replayed with a weight
+    update."""
     from dataclasses import replace
 
     from gpsearch.jobs.compare.method import split_list
@@ -81,7 +82,8 @@ def robustness_section(p, backend, searcher, best: dict) -> tuple[str, list]:
         return "", []
     if evaluator is None:
         return ("## Robustness\n\nNot computed: the evaluations ran on Ray workers and this "
-                "process holds no resident model (run `gpsearch robustness RUN/best_tree.json`).\n"), []
+                "process holds no resident model "
+                "(run `gpsearch robustness RUN/best_tree.json`).\n"), []
     exprs = list(dict.fromkeys([best["expr"]] + [h["expr"] for h in searcher.hof]))[:n]
     windows = p.search.stages[0][0] if p.search.stages else p.ev.max_windows
     ev = dataclasses.replace(p.ev, max_windows=windows)

@@ -50,7 +50,8 @@ DEFAULTS = {
 # What a run directory written before these settings existed ran with (kept on --resume).
 LEGACY = {"fitness": "ppl", "stages": "none", "topk": 512, "immigrants": 0, "tune": 0,
           "allocation": None, "final_trees": 0, "pick_conditions": "", "fitness_nsamples": ""}
-RUNTIME_ONLY = {"generations", "report", "report_update", "tune", "test_windows", "workers", "ray_address", "eval_timeout",
+RUNTIME_ONLY = {"generations", "report", "report_update", "tune", "test_windows", "workers",
+                "ray_address", "eval_timeout",
                 "cache_dir", "device_map", "gpus_per_worker",  # placement: results unchanged
                 "transfer_model", "robustness"}  # final report only
 
@@ -136,7 +137,8 @@ def plan(settings: dict, saved: dict | None = None) -> Plan:
     if s.get("eval_timeout") is not None and not s["eval_timeout"] > 0:
         raise UserError(f"--eval-timeout must be a positive number of seconds "
                         f"(got {s['eval_timeout']})")
-    check_placement(s.get("device_map"), (1 if s.get("gpus_per_worker") is None else s["gpus_per_worker"]))
+    check_placement(s.get("device_map"),
+                    (1 if s.get("gpus_per_worker") is None else s["gpus_per_worker"]))
     seeds = saved["seed_exprs"] if saved else _seeds(s["seed_trees"], registry, space,
                                                      s["population"])
     calib = CalibConfig(data=s["data"], nsamples=s["nsamples"], seqlen=s["seqlen"],
@@ -282,7 +284,8 @@ def build_backend(p: Plan):
                            device=s["device"], cache_dir=s["cache_dir"], progress=True,
                            features=tuple(kinds), eval_timeout=s.get("eval_timeout"),
                            fitness=s["fitness"], topk=s["topk"], device_map=s.get("device_map"),
-                           gpus_per_worker=(1 if s.get("gpus_per_worker") is None else s["gpus_per_worker"]),
+                           gpus_per_worker=(1 if s.get("gpus_per_worker") is None
+                                            else s["gpus_per_worker"]),
                            conditions=p.conditions, reduce=s["fitness_reduce"],
                            allocation=p.allocation.to_dict() if p.allocation else None,
                            snapshots=search_pick.snapshot_sizes(p))
@@ -317,7 +320,8 @@ def run_config(p: Plan) -> dict:
             "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
 
-def run_search(given: dict | None = None, out: str | None = None, resume: str | None = None) -> dict:
+def run_search(given: dict | None = None, out: str | None = None,
+               resume: str | None = None) -> dict:
     """Run (or resume) a search. ``given``: settings by name (see DEFAULTS; ``seed_trees`` a list);
     returns {"run_dir", "best", "rows", "summary"}."""
     from gpsearch.engine import checkpoint, rundir_check

@@ -153,9 +153,11 @@ def rerank_markdown(rerank: dict | None, seqlen: int) -> str:
     if not rerank:
         return ""
     lines = [f"## Final stage ({rerank['windows']} windows x {seqlen} tokens)", "",
-             f"The best {len(rerank['trees'])} trees of the hall of fame re-scored ({rerank['fitness']}) "
+             f"The best {len(rerank['trees'])} trees of the hall of fame re-scored "
+             f"({rerank['fitness']}) "
              "on more validation windows than the last stage; the best of them is the best tree.",
-             "", "| last stage | windows | final stage | final PPL | tree |", "|---|---|---|---|---|"]
+             "", "| last stage | windows | final stage | final PPL | tree |",
+             "|---|---|---|---|---|"]
     win = (rerank.get("winner") or {}).get("expr")
     for e in rerank["trees"]:
         final = f"{e['final']:.4g}" if "final" in e else f"error: {e.get('error', '')[:60]}"

@@ -1,5 +1,6 @@
 """ShortGPT (seed 002 / reference section 5): remove the ``n`` decoder layers with the lowest
-Block Influence, BI_i = 1 - mean over calibration tokens of cos(input of layer i, output of layer i).
+Block Influence, BI_i = 1 - mean over calibration tokens of cos(input of layer i, output of
+layer i).
 
 The hidden states are taken at the blocks themselves (``blockwise.capture_block_inputs`` and one
 run of each block), not from ``output_hidden_states``, whose last entry already went through the

@@ -15,8 +15,9 @@ Layers are processed in order and each sees the outputs of the already pruned la
 (as SparseGPT). Per-layer ratios: ``uniform`` or ``log`` (SlimGPT's incremental pruning ratio:
 increasing with depth as log(i + 2), mean ``ratio``); unit counts are allocated by largest
 remainder so their total is ``round(ratio * units)`` of each kind. Knobs of the original:
-``--num_samples`` / ``--seq_len`` = the shared calibration config, ``--max_samples`` = ``max_tokens``
-(cap on the tokens feeding each Hessian). LLaMA-style models only (``surgery.llama_parts``).
+``--num_samples`` / ``--seq_len`` = the shared calibration config, ``--max_samples`` =
+``max_tokens`` (cap on the tokens feeding each Hessian). LLaMA-style models only
+(``surgery.llama_parts``).
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ def damped_inverse(h: torch.Tensor, percdamp: float = 0.01) -> torch.Tensor:
     return torch.cholesky_inverse(torch.linalg.cholesky(h))
 
 
-def group_errors(w: torch.Tensor, hinv: torch.Tensor, groups: torch.Tensor, size: int) -> torch.Tensor:
+def group_errors(w: torch.Tensor, hinv: torch.Tensor, groups: torch.Tensor,
+                 size: int) -> torch.Tensor:
     """OBS error of removing each group (alone): [len(groups)]."""
     idx = group_index(groups, size).view(-1, size)                   # [g, size]
     if size == 1:
@@ -68,7 +70,8 @@ def group_errors(w: torch.Tensor, hinv: torch.Tensor, groups: torch.Tensor, size
 
 
 def obs_remove(w: torch.Tensor, hinv: torch.Tensor, cols: torch.Tensor) -> None:
-    """Remove input columns ``cols`` jointly with the OBS update of ``w`` and ``hinv`` (in place)."""
+    """Remove input columns ``cols`` jointly with the OBS update of ``w`` and ``hinv`` (in
+    place)."""
     block = hinv[cols][:, cols]
     chol, info = torch.linalg.cholesky_ex(block)  # SPD: no LU (see group_errors)
     inv_ss = torch.cholesky_inverse(chol) if int(info) == 0 else \
@@ -153,16 +156,19 @@ def collect_hessian(block, linear, inputs, max_tokens: int | None) -> torch.Tens
 
 
 @torch.no_grad()
-def slimgpt(lm, calib, ratio: float = 0.2, max_tokens: int | None = None, schedule: str = "uniform",
-            rounds: int = 8, percdamp: float = 0.01, attention: bool = True, mlp: bool = True) -> dict:
+def slimgpt(lm, calib, ratio: float = 0.2, max_tokens: int | None = None,
+            schedule: str = "uniform", rounds: int = 8, percdamp: float = 0.01,
+            attention: bool = True, mlp: bool = True) -> dict:
     """Prune ``lm.model`` in place, layer by layer; returns a record."""
     model = lm.model
     blocks = decoder_blocks(model)
     parts = [llama_parts(b) for b in blocks]
     before = param_count(model)
     ratios = layer_ratios(ratio, len(blocks), schedule)
-    n_attn = allocate(ratios if attention else [0.0] * len(blocks), [attn_geometry(a)[0] for a, _ in parts])
-    n_mlp = allocate(ratios if mlp else [0.0] * len(blocks), [m.down_proj.in_features for _, m in parts])
+    n_attn = allocate(ratios if attention else [0.0] * len(blocks),
+                      [attn_geometry(a)[0] for a, _ in parts])
+    n_mlp = allocate(ratios if mlp else [0.0] * len(blocks),
+                     [m.down_proj.in_features for _, m in parts])
     was = model.training
     model.eval()
     inputs = capture_block_inputs(model, calibration_samples(lm.tokenizer, calib), calib.batch_size)

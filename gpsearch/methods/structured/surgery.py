@@ -34,8 +34,9 @@ REMOTE_FILE = "gpsearch_pruned_modeling"
 def llama_parts(block: nn.Module) -> tuple[nn.Module, nn.Module]:
     """(self_attn, mlp) of a LLaMA-style block; UserError for other families (OPT...)."""
     attn, mlp = getattr(block, "self_attn", None), getattr(block, "mlp", None)
-    if attn is None or mlp is None or not all(isinstance(getattr(attn, n, None), nn.Linear) for n in ATTN) \
-            or not all(isinstance(getattr(mlp, n, None), nn.Linear) for n in MLP):
+    if (attn is None or mlp is None
+            or not all(isinstance(getattr(attn, n, None), nn.Linear) for n in ATTN)
+            or not all(isinstance(getattr(mlp, n, None), nn.Linear) for n in MLP)):
         raise UserError(f"width pruning needs LLaMA-style blocks (self_attn.q/k/v/o_proj and "
                         f"mlp.gate/up/down_proj); {type(block).__name__} is not one (OPT is "
                         f"supported by layer removal only)")
@@ -62,7 +63,8 @@ def slice_linear(lin: nn.Linear, out_keep: torch.Tensor | None = None,
         w = w[out_keep.to(w.device)]
     if in_keep is not None:
         w = w[:, in_keep.to(w.device)]
-    new = nn.Linear(w.shape[1], w.shape[0], bias=lin.bias is not None, dtype=w.dtype, device=w.device)
+    new = nn.Linear(w.shape[1], w.shape[0], bias=lin.bias is not None, dtype=w.dtype,
+                    device=w.device)
     with torch.no_grad():
         new.weight.copy_(w)
         if lin.bias is not None:

@@ -26,11 +26,13 @@ def test_seed_methods_in_compare_and_model_restored(tokenizer, corpus, tmp_path)
     tiers = rows["tiers"]  # tiny matrices of 2-8 blocks: whole-block rounding moves the shares
     assert tiers["achieved_sparsity"] == tiers["info"]["history"][-1]["sparsity_after_finetune"]
     assert 0.2 < tiers["achieved_sparsity"] < 0.45
-    assert rows["shortgpt"]["info"]["removed_layers"] and rows["shortgpt"]["achieved_sparsity"] == 0.5
+    assert (rows["shortgpt"]["info"]["removed_layers"]
+            and rows["shortgpt"]["achieved_sparsity"] == 0.5)
     for m in ("width-taylor", "width-wanda", "slimgpt"):
         assert 0.1 < rows[m]["achieved_sparsity"] < 0.6
         assert rows[m]["info"]["params_after"] < rows[m]["info"]["params_before"]
-    assert rows["wanda+lora"]["achieved_sparsity"] == rows["wanda+lora"]["info"]["lora"]["sparsity_after"]
+    assert (rows["wanda+lora"]["achieved_sparsity"]
+            == rows["wanda+lora"]["info"]["lora"]["sparsity_after"])
     assert abs(rows["wanda+lora"]["achieved_sparsity"] - 0.3) < 0.02  # int(0.3 * 32) per row
     assert rows["shortgpt+lora"]["ppl"] != rows["shortgpt"]["ppl"]
     # the evaluator's model is the dense one again, every parameter

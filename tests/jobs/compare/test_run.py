@@ -33,7 +33,8 @@ def _setup(corpus, tokenizer, tmp_path, **kw):
     calib = CalibConfig(data=corpus, nsamples=8, seqlen=32, batch_size=4)
     ev = EvalConfig(data=corpus, split="test", seqlen=32, max_windows=6)
     cfg = CompareConfig(calib=calib, evaluation=ev, out=str(tmp_path / "out"), model="tiny", **kw)
-    evaluator = Evaluator(calib=calib, cache_dir=tmp_path / "cache", lm=loaded(make_llama(), tokenizer))
+    evaluator = Evaluator(calib=calib, cache_dir=tmp_path / "cache",
+                          lm=loaded(make_llama(), tokenizer))
     return cfg, evaluator
 
 
@@ -62,7 +63,8 @@ def test_failure_isolated_config_in_every_row_files_written(boom, corpus, tokeni
             assert r["achieved_sparsity"] == pytest.approx(key[2], abs=0.01), key
             assert r["prune_s"] >= 0
     # the tree spelled out equals the wanda method (both sequential); options reach sparsegpt
-    assert by[("mul(W, sqrt(X))", "unstructured", 0.5)]["ppl"] == by[("wanda", "unstructured", 0.5)]["ppl"]
+    assert (by[("mul(W, sqrt(X))", "unstructured", 0.5)]["ppl"]
+            == by[("wanda", "unstructured", 0.5)]["ppl"])
     assert by[("sparsegpt", "2:4", 0.5)]["info"]["blocksize"] == 16
     for n, lin in evaluator.linears.items():
         assert torch.equal(lin.weight, dense[n]), n  # restored after every method, even boom
@@ -133,7 +135,8 @@ def test_cli_end_to_end(corpus, tokenizer, tmp_path, capsys):
     tokenizer.save_pretrained(model_dir)
     out = tmp_path / "cmp"
     code = main(["compare", "--model", str(model_dir), "--methods", "magnitude,mul(W, sqrt(X))",
-                 "--pattern", "unstructured", "--sparsity", "0.5", "--out", str(out), "--data", corpus,
+                 "--pattern", "unstructured", "--sparsity", "0.5", "--out", str(out),
+                 "--data", corpus,
                  "--nsamples", "4", "--seqlen", "32", "--max-windows", "2",
                  "--cache-dir", str(tmp_path / "cache")])
     assert code == 0

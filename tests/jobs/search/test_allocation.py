@@ -15,7 +15,6 @@ from gpsearch.pruning.evaluator import Evaluator
 from gpsearch.pruning.masks import parse_pattern
 from gpsearch.tree import EXTENDED, parse_prefix
 from gpsearch.workers.serial import SerialBackend
-
 from tests.jobs.search.test_run import tiny  # noqa: F401 - the tiny model + corpus CLI fixture
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -37,7 +36,8 @@ def _blocks_pruned(be, expr):
         counts = ev.prune(tree, be.sparsity_for(tree), be.pattern)
     finally:
         ev.restore()
-    return per_block(counts), sum(z for z, _ in counts.values()) / sum(t for _, t in counts.values())
+    return per_block(counts), (sum(z for z, _ in counts.values())
+                               / sum(t for _, t in counts.values()))
 
 
 def test_a_file_allocation_is_followed_by_every_candidate(tiny_lm, corpus, tmp_path):

@@ -14,7 +14,6 @@ from gpsearch.pruning.evaluator import Evaluator
 from gpsearch.pruning.masks import parse_pattern
 from gpsearch.tree import EXTENDED, load_tree, parse_prefix
 from gpsearch.workers.serial import SerialBackend
-
 from tests.jobs.search.test_run import tiny  # noqa: F401 - the tiny model + corpus CLI fixture
 
 

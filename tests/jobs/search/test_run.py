@@ -9,7 +9,6 @@ from gpsearch.cli import main
 from gpsearch.engine.space import load_space
 from gpsearch.io import code_version
 from gpsearch.tree import EXTENDED, load_tree, parse_prefix
-
 from tests.conftest import make_llama, write_corpus
 
 
@@ -21,7 +20,8 @@ def tiny(tmp_path, tokenizer):
     corpus = write_corpus(tmp_path / "corpus.txt")
     return ["--model", str(model_dir), "--data", corpus, "--nsamples", "4", "--seqlen", "16",
             "--batch-size", "4", "--stages", "32:1,64:0.5", "--test-windows", "4",
-            "--cache-dir", str(tmp_path / "cache"), "--pick-conditions", "", "--fitness-nsamples", ""]
+            "--cache-dir", str(tmp_path / "cache"), "--pick-conditions", "",
+            "--fitness-nsamples", ""]
 
 
 def test_small_real_search_writes_the_run_directory(tiny, tmp_path, capsys):

@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 from gpsearch.cli import main
-
 from tests.conftest import make_llama, make_tokenizer, write_corpus
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -60,7 +60,8 @@ def test_block_influence_matches_hooks_and_drops_the_inert_layer(make, tokenizer
     bi = block_influence(model, samples, calib.batch_size)
     assert torch.allclose(bi, bi_by_hand(model, samples), atol=1e-6)
     assert int(bi.argmin()) == 2
-    windows = eval_windows(tokenizer, EvalConfig(data=corpus, split="test", seqlen=16, max_windows=3))
+    windows = eval_windows(tokenizer,
+                           EvalConfig(data=corpus, split="test", seqlen=16, max_windows=3))
     keep_ids = [id(b) for i, b in enumerate(decoder_blocks(model)) if i != 2]
     before = param_count(model)
 

@@ -65,7 +65,8 @@ def test_hessian_token_cap(tokenizer, corpus):
     inputs = capture_block_inputs(model, samples, 2)
     block = decoder_blocks(model)[0]
     seen = []
-    hk = block.mlp.down_proj.register_forward_hook(lambda m, a, o: seen.append(a[0].reshape(-1, 64)))
+    hk = block.mlp.down_proj.register_forward_hook(
+        lambda m, a, o: seen.append(a[0].reshape(-1, 64)))
     with torch.no_grad():
         h = collect_hessian(block, block.mlp.down_proj, inputs, max_tokens=40)
     hk.remove()
@@ -96,7 +97,8 @@ def test_slimgpt_compensates_and_reloads(tokenizer, corpus, tmp_path):
         obs = small.down_proj(a[:, kept])
         naive = a[:, kept] @ big.down_proj.weight[:, kept].T
         assert (obs - dense).pow(2).sum() < 0.9 * (naive - dense).pow(2).sum()
-    windows = eval_windows(tokenizer, EvalConfig(data=corpus, split="test", seqlen=16, max_windows=3))
+    windows = eval_windows(tokenizer,
+                           EvalConfig(data=corpus, split="test", seqlen=16, max_windows=3))
     ppl = perplexity(model, windows)["ppl"]
     out = save_structured(lm, tmp_path / "saved", rec)
     re = AutoModelForCausalLM.from_pretrained(out).eval()  # uniform shapes: plain config

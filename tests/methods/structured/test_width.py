@@ -37,10 +37,13 @@ def test_wanda_importance_by_hand_and_sliced_equals_masked(tokenizer, corpus, tm
     s = {n: m.weight.detach().abs() * X[f"0.{n}"].sqrt() for n, m in blk.named_modules()
          if isinstance(m, torch.nn.Linear)}
     hd, qg = 8, 16  # head_dim 8; 2 query heads per KV group
-    groups = [float(s["self_attn.q_proj"][g * qg:(g + 1) * qg].sum() + s["self_attn.k_proj"][g * hd:(g + 1) * hd].sum()
-                    + s["self_attn.v_proj"][g * hd:(g + 1) * hd].sum() + s["self_attn.o_proj"][:, g * qg:(g + 1) * qg].sum())
+    groups = [float(s["self_attn.q_proj"][g * qg:(g + 1) * qg].sum()
+                    + s["self_attn.k_proj"][g * hd:(g + 1) * hd].sum()
+                    + s["self_attn.v_proj"][g * hd:(g + 1) * hd].sum()
+                    + s["self_attn.o_proj"][:, g * qg:(g + 1) * qg].sum())
               for g in range(2)]
-    chans = [float(s["mlp.gate_proj"][c].sum() + s["mlp.up_proj"][c].sum() + s["mlp.down_proj"][:, c].sum())
+    chans = [float(s["mlp.gate_proj"][c].sum() + s["mlp.up_proj"][c].sum()
+                   + s["mlp.down_proj"][:, c].sum())
              for c in range(64)]
     # half of all 4 groups and all 128 channels go; each layer keeps its best group
     assert sum(len(k) for k in rec["attention_groups_kept"]) == 2
@@ -48,7 +51,8 @@ def test_wanda_importance_by_hand_and_sliced_equals_masked(tokenizer, corpus, tm
     small = decoder_blocks(model)[0]
     kept_ch = rows_in(small.mlp.gate_proj.weight, blk.mlp.gate_proj.weight)
     assert kept_ch == sorted(kept_ch) and len(kept_ch) == rec["mlp_channels_kept"][0]
-    kept_g = [i // hd for i in rows_in(small.self_attn.k_proj.weight, blk.self_attn.k_proj.weight)[::hd]]
+    kept_g = [i // hd
+              for i in rows_in(small.self_attn.k_proj.weight, blk.self_attn.k_proj.weight)[::hd]]
     assert kept_g == rec["attention_groups_kept"][0] == [max(range(2), key=lambda g: groups[g])]
     dropped = [c for c in range(64) if c not in kept_ch]
     if dropped and kept_ch:  # layer-0 channels that went score below every layer-0 channel kept
@@ -115,7 +119,8 @@ def test_cli_structured_width_saves_a_smaller_model(tokenizer, corpus, tmp_path,
     tokenizer.save_pretrained(model_dir)
     args = ["structured", "--method", "width", "--importance", "wanda", "--pruning-ratio", "0.25",
             "--model", str(model_dir), "--data", corpus, "--nsamples", "4", "--seqlen", "16",
-            "--max-windows", "2", "--cache-dir", str(tmp_path / "c"), "--save", str(tmp_path / "out")]
+            "--max-windows", "2", "--cache-dir", str(tmp_path / "c"),
+            "--save", str(tmp_path / "out")]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "parameters:" in out and "fewer" in out
