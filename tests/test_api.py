@@ -15,7 +15,7 @@ from gpsearch.config import CalibConfig, EvalConfig
 from gpsearch.errors import UserError
 from gpsearch.jobs.search.run import DEFAULTS
 from gpsearch.pruning.evaluator import Evaluator
-from tests.conftest import loaded, make_llama
+from tests.conftest import loaded, make_llama, write_corpus
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,6 +64,30 @@ def test_search_wraps_run_search(monkeypatch):
     assert calls[-1] == ({"generations": 5}, None, "runs/x")
     with pytest.raises(UserError, match="unknown search settings"):
         gpsearch.search(generation=3)
+
+
+def test_search_returns_the_real_result(tokenizer, tmp_path):
+    """gpsearch.search on a tiny saved model: the returned result is the run's own (its run
+    directory, the best tree of best_tree.json, the test rows of summary.md)."""
+    from gpsearch.tree import load_tree, parse_prefix, registry_for
+
+    model_dir = tmp_path / "model"
+    make_llama().save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    corpus = write_corpus(tmp_path / "corpus.txt")
+    out = tmp_path / "run"
+    res = gpsearch.search(model=str(model_dir), data=corpus, nsamples=4, seqlen=16,
+                          batch_size=4, stages="32:1", test_windows=4, population=4,
+                          offspring=4, elite=2, generations=1, seed=1, tune=0, robustness=0,
+                          cache_dir=str(tmp_path / "cache"), fitness_nsamples="",
+                          seed_trees=["wanda"], out=str(out))
+    assert set(res) == {"run_dir", "best", "rows", "summary"}
+    assert Path(res["run_dir"]) == out
+    assert (out / "summary.md").read_text().strip() == res["summary"].strip()
+    best = load_tree(str(out / "best_tree.json"))
+    assert parse_prefix(res["best"]["expr"], registry_for(best)) == best
+    assert res["best"]["expr"] in [r["method"] for r in res["rows"]]
+    assert all(r["evaluation"]["split"] == "test" for r in res["rows"])
 
 
 def _evaluator(corpus, tokenizer, tmp_path):

@@ -34,19 +34,40 @@ class GenerationEvaluator:
     def __init__(self, searcher):
         self.s = searcher
         self.stages: list[Stage] = [Stage(int(w), float(f)) for w, f in searcher.cfg.stages]
+        self.fp_errors: dict[str, str] = {}  # expr -> why its fingerprint failed
 
     # ---- dedup --------------------------------------------------------------------------------
     def fingerprints(self, exprs: list[str]) -> list[str | None]:
+        """The backend's exact mask fingerprints. When the batch call fails, each candidate is
+        fingerprinted alone, so that one bad candidate does not turn dedup off for the whole
+        generation; a candidate whose own call fails gets None (it is evaluated in full), is
+        counted in ``counters["fp_failed"]`` and its log record says why."""
         backend = self.s.backend
-        if hasattr(backend, "fingerprint_many"):
-            try:
-                fps = list(backend.fingerprint_many(exprs))
-                if len(fps) == len(exprs):
-                    return fps
-            except Exception:  # noqa: BLE001 - no fingerprint: the candidates are just evaluated
-                pass
-            return [None] * len(exprs)
-        return [self.s.services.fingerprint(e) for e in exprs]
+        if not hasattr(backend, "fingerprint_many"):
+            return [self.s.services.fingerprint(e) for e in exprs]
+        fps = self._fingerprint_call(exprs)
+        if isinstance(fps, list):
+            return fps
+        out = []
+        for e in exprs:
+            one = self._fingerprint_call([e]) if len(exprs) > 1 else fps
+            if isinstance(one, list):
+                out.append(one[0])
+            else:
+                out.append(None)
+                self.fp_errors[e] = one
+                self.s.counters["fp_failed"] += 1
+        return out
+
+    def _fingerprint_call(self, exprs: list[str]) -> list | str:
+        """The fingerprints of ``exprs``, or the reason the call failed (one line)."""
+        try:
+            fps = list(self.s.backend.fingerprint_many(exprs))
+        except Exception as e:  # noqa: BLE001 - recorded; the candidates are just evaluated
+            return f"{type(e).__name__}: {e}".splitlines()[0][:200]
+        if len(fps) != len(exprs):
+            return f"the backend returned {len(fps)} fingerprints for {len(exprs)} trees"
+        return fps
 
     def run(self, inds, gen: int) -> None:
         s = self.s
@@ -90,6 +111,8 @@ class GenerationEvaluator:
             s.counters["invalid"] += kind == "invalid"
             rec = s.cache[ind.key]
             ind.fitness = rec["fitness"]
+            if kind is None and first.get(ind.key) in self.fp_errors:
+                rec = {**rec, "fingerprint_error": self.fp_errors[first[ind.key]]}
             s._emit(ind, rec, kind, gen, 0.0 if kind else seconds.get(ind.key, 0.0))
 
     # ---- scoring ------------------------------------------------------------------------------

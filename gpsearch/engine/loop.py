@@ -31,7 +31,8 @@ from gpsearch.engine.space import SearchSpace
 from gpsearch.engine.variation import VariationConfig, random_tree, rank_key, vary
 from gpsearch.errors import UserError
 
-COUNTERS = ("candidates", "evaluated", "key_hits", "fp_hits", "invalid", "failed")
+# fp_failed: candidates whose exact mask fingerprint could not be computed (evaluated in full)
+COUNTERS = ("candidates", "evaluated", "key_hits", "fp_hits", "invalid", "failed", "fp_failed")
 
 
 @dataclass(frozen=True)
@@ -246,6 +247,8 @@ class Searcher:
             record["stages"] = rec["stages"]
         if rec.get("fingerprint"):
             record["fingerprint"] = rec["fingerprint"]
+        if rec.get("fingerprint_error"):
+            record["fingerprint_error"] = rec["fingerprint_error"]
         for hook in self.on_evaluation:
             hook(record)
 

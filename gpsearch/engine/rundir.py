@@ -197,7 +197,10 @@ def summary_text(config: dict, searcher, rows: list[dict], math_form: str, wall_
               f"- candidates {c['candidates']}: evaluated {c['evaluated']} (failed "
               f"{c['failed']}), cache hits by key {c['key_hits']} and by mask fingerprint "
               f"{c['fp_hits']} ({100 * (c['key_hits'] + c['fp_hits']) / total:.0f}%), invalid "
-              f"(rejected before any forward pass) {c['invalid']}",
+              f"(rejected before any forward pass) {c['invalid']}"
+              + (f"; mask fingerprint FAILED for {c['fp_failed']} (evaluated in full, "
+                 "not deduplicated by mask: see `fingerprint_error` in log.jsonl)"
+                 if c.get("fp_failed") else ""),
               f"- wall time of this session: {wall_s / 60:.1f} min", "",
               "Diversity: distinct masks in the population, the largest share of it descending "
               "from one root (a seed, `init` or `immigrant`), and the best-to-median gap "

@@ -102,6 +102,37 @@ def test_fingerprint_hits_share_the_record_and_are_counted():
         assert len(rec["expr"]) == len(s.cache[rec["via"]]["expr"])  # same "mask"
 
 
+class OneBadFingerprint(WindowBackend):
+    """Fingerprinting fails for trees of one text length: a batch holding one fails whole."""
+
+    def __init__(self, bad_len):
+        super().__init__()
+        self.bad_len = bad_len
+
+    def fingerprint_many(self, exprs):
+        if any(len(e) == self.bad_len for e in exprs):
+            raise RuntimeError("probe failed\nsecond line")
+        return super().fingerprint_many(exprs)
+
+
+def test_a_failing_fingerprint_is_logged_counted_and_keeps_dedup_for_the_others():
+    ref = make(WindowBackend())
+    ref.run(2)
+    bad_len = len(ref.seeds[0])
+    s = make(OneBadFingerprint(bad_len))
+    records = []
+    s.on_evaluation.append(records.append)
+    s.run(2)
+    failed = [r for r in records if "fingerprint_error" in r]
+    assert failed and all(len(r["expr"]) == bad_len or len(r["simplified"]) == bad_len
+                          for r in failed)
+    assert all(r["fingerprint_error"] == "RuntimeError: probe failed" for r in failed)
+    assert s.counters["fp_failed"] == len(failed)
+    # the other trees of those generations were still deduplicated by their masks
+    assert s.counters["fp_hits"] > 0
+    assert any(r["hit"] == "fingerprint" for r in records)
+
+
 def test_staged_resume_equals_uninterrupted(tmp_path):
     a = make(WindowBackend(), immigrants=2)
     a.run(4)
