@@ -50,6 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"gpsearch {args.command}: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:  # the machine, not the input: a full disk, a lost mount (exit 1)
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"gpsearch {args.command}: error: {e.strerror or e}{where}; what was written before "
+              "is intact (a search resumes with --resume RUN_DIR)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
