@@ -191,6 +191,24 @@ CORPUS = {  # case -> (change to a copy of the base run directory, text the erro
     "setting with a NUL": (config_edit(_set(["settings", "data"], "a\0b")), "without NUL"),
     "seed tree outside the space": (config_edit(_set(["seed_exprs"], ["qrt(W)"])),
                                     "seed_exprs[0] is not a tree of the search space"),
+    # the staged fields --resume reads (stages, windows, conditions)
+    "stages text hostile": (config_edit(_set(["settings", "stages"], "1024:1,99999999999999:x")),
+                            "'99999999999999:x' is not TOKENS:FRACTION"),
+    "stages text a huge list": (
+        config_edit(_set(["settings", "stages"], ",".join(["512:1"] * 5000))),
+        "settings.stages must be a string without NUL of at most 4096"),
+    "fitness-nsamples not a number": (config_edit(_set(["settings", "fitness_nsamples"], "32;rm")),
+                                      "--fitness-nsamples: '32;rm' is not an integer"),
+    "fitness-rescale NaN": (config_edit(_set(["settings", "fitness_rescale"], "G=nan")),
+                            "'nan' is not a number"),
+    "cache record stage score NaN": (
+        checkpoint_edit(lambda d: next(iter(d["cache"].values())).__setitem__(
+            "stages", [{"windows": 2, "score": float("nan"), "ppl": 1.0}])),
+        ".stages[0].score must be a finite number"),
+    "cache record stage windows negative": (
+        checkpoint_edit(lambda d: next(iter(d["cache"].values())).__setitem__(
+            "stages", [{"windows": -4, "score": 1.0, "ppl": 1.0}])),
+        ".stages[0].windows must be an integer"),
     "log.jsonl cut line in the middle": (log_garbage_in_the_middle,
                                          "only the last line may be cut"),
     "log.jsonl line not a record": (log_line_not_a_record, "is not a record object"),
