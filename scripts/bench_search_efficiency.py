@@ -180,6 +180,7 @@ def main() -> int:
     ap.add_argument("--test-windows", type=int, default=64)
     ap.add_argument("--cache-dir", default=None)
     ap.add_argument("--out", default=str(ROOT / "bench" / "search_efficiency.json"))
+    ap.add_argument("--plot", default=None, help="the picture (default: --out with .png)")
     args = ap.parse_args()
     out = Path(args.out)
     prior = json.loads(out.read_text()) if out.exists() else {}
@@ -200,7 +201,7 @@ def main() -> int:
             continue
         print(f"arm {arm} seed {seed}", flush=True)
         runs.append(run_arm(arm, seed, args, backend_cache))
-        png = out.with_suffix(".png")
+        png = Path(args.plot) if args.plot else out.with_suffix(".png")
         plot(runs, png)
         write_json(out, {"what": "best-so-far first-stage validation fitness vs evaluations",
                          "fitness": f"kl, first stage {args.stage} tokens, one condition",

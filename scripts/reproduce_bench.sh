@@ -84,9 +84,17 @@ run "$PY" scripts/bench_throughput.py "$SEARCH" --trees 32 --long-trees 6 --long
   --out bench/bench_throughput.json
 # whole-model masks with the current selection beside the top-k one it replaced (same masks)
 run "$PY" scripts/bench_masks.py "$SEARCH" --trees 8 --reps 3 --out bench/bench_masks.json
+# OWL's lambda at 70% on the validation and test splits (the default is chosen on validation)
+run "$PY" scripts/bench_owl_lambda.py --out bench/owl_lambda_validation.json
+# the strongest hand trees at 50% (the README's table)
+for t in gblm ria_sqrt wanda; do
+  run "$PY" -m gpsearch.cli prune --tree "trees/$t.json" --sparsity 0.5 --max-windows 64 \
+    --json "bench/hand_trees_embedded/$t.json"
+done
 # search efficiency (issue 26): GP vs random search vs mutation-only vs GP without seeds, 150
 # first-stage evaluations per run, 3 seeds of gp and random (hours on 2 cores; resumable per run)
-run "$PY" scripts/bench_search_efficiency.py --budget 150 --out bench/search_efficiency.json
+run "$PY" scripts/bench_search_efficiency.py --budget 150 --out bench/search_efficiency.json \
+  --plot bench/search_efficiency.png
 # fidelity of each fitness x token budget vs the TEST PPL, over 30 trees of that run (the best 10
 # on the whole test split), then what a final stage on 64 validation windows would have picked
 run "$PY" scripts/bench_fidelity.py --run "$SEARCH" --n 30 --best 12 --val-windows 64 \
