@@ -9,12 +9,16 @@ from gpsearch.allocation.file import parse_allocation, read_allocation, write_al
 from gpsearch.allocation.levels import (
     Allocated,
     Allocation,
+    block_index,
     check_allocation,
     exact_ratios,
+    kind_of,
     outlier_ratio,
     owl_blocks,
     per_block,
     recentre,
+    requested_ratios,
+    weighted_total,
     zeros_of,
 )
 from gpsearch.config import CalibConfig
@@ -44,14 +48,18 @@ def test_random_allocations_total_is_exact_on_tiny_models(tiny_lm, corpus, tmp_p
     for target in (0.3, 0.5, 0.7, 0.85):
         pattern = parse_pattern("unstructured", scope=scope)
         blocks = random_allocation(target, 2, rng)
-        kinds = {"self_attn.q_proj": [rng.uniform(0.1, 0.9), rng.uniform(0.1, 0.9)]}
-        kinds = {k: v for k, v in kinds.items() if any(k == n.split(".", 1)[1] for n in shapes)}
+        # a per-kind row for q_proj, and the blocks shifted so that the total stays the target:
+        # every case runs the per-kind branch of the allocation
+        kind = "self_attn.q_proj"
+        kinds = {kind: [min(0.95, max(0.0, target + rng.uniform(-0.1, 0.1))) for _ in blocks]}
+        total = sum(r * c for r, c in shapes.values())
+        other = sum(r * c for n, (r, c) in shapes.items() if kind_of(n) != kind)
+        off = weighted_total(requested_ratios(Allocation(target, blocks, kinds), shapes), shapes)
+        blocks = [b + (target - off) * total / other for b in blocks]
         alloc = Allocation(target, blocks, kinds, "test")
-        try:
-            ratios = check_allocation(alloc, shapes)
-        except UserError:  # the per-kind draw moved the total: drop it
-            alloc = Allocation(target, blocks, {}, "test")
-            ratios = check_allocation(alloc, shapes)
+        ratios = check_allocation(alloc, shapes)
+        assert any(kind_of(n) == kind for n in shapes)
+        assert all(ratios[n] == kinds[kind][block_index(n)] for n in shapes if kind_of(n) == kind)
         exact = exact_ratios(ratios, shapes, target, scope)
         assert all(0.0 <= r < 1.0 for r in exact.values())
         counts = ev.prune(tree, Allocated(target, exact, alloc), pattern)
