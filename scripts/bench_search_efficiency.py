@@ -159,9 +159,14 @@ def plot(runs: list[dict], path: Path) -> None:
     ax.set_xlabel("first-stage evaluations")
     ax.set_ylabel("best-so-far validation KL to dense (lower is better)")
     finite = [f for r in runs for f in r["curve"] if math.isfinite(f)]
-    if finite:
+    if finite:  # log scale: the first random trees are far worse than the seeds
         lo = min(finite)
-        ax.set_ylim(lo * 0.98, lo * 1.6)
+        ax.set_yscale("log")
+        from matplotlib.ticker import FormatStrFormatter
+
+        ax.yaxis.set_major_formatter(FormatStrFormatter("%.2f"))
+        ax.yaxis.set_minor_formatter(FormatStrFormatter("%.2f"))
+        ax.set_ylim(lo * 0.97, min(max(finite), lo * 4) * 1.03)
     ax.set_title("search efficiency: mean over seeds, band = min..max")
     ax.grid(alpha=0.3)
     ax.legend()
