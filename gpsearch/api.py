@@ -1,5 +1,5 @@
 """The Python API, re-exported by ``gpsearch/__init__.py``: one function per application, each
-with a typed config whose defaults are the CLI's (``jobs.search.run.DEFAULTS`` for the search),
+with a typed config whose defaults are the CLI's (``jobs.search.plan.DEFAULTS`` for the search),
 so the CLI and Python cannot drift apart (tests/test_api.py checks it).
 
     import gpsearch
@@ -29,7 +29,7 @@ from gpsearch.jobs.iterative import IterativeConfig
 from gpsearch.jobs.lora import LoraConfig
 from gpsearch.jobs.prune import PruneConfig
 from gpsearch.jobs.robustness import RobustnessConfig
-from gpsearch.jobs.search.run import DEFAULTS as SEARCH_DEFAULTS
+from gpsearch.jobs.search.plan import DEFAULTS as SEARCH_DEFAULTS
 from gpsearch.jobs.structured import StructuredConfig
 from gpsearch.jobs.tiers import TiersConfig
 from gpsearch.tree import load_tree

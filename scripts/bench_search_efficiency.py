@@ -42,7 +42,7 @@ ARMS = {
 
 
 def settings_for(arm: str, seed: int, args) -> dict:
-    from gpsearch.jobs.search.run import resolve_settings
+    from gpsearch.jobs.search.plan import resolve_settings
 
     given = {"seed": seed, "stages": f"{args.stage}:1", "fitness_nsamples": "",
              "cache_dir": args.cache_dir, **ARMS[arm]}
@@ -53,7 +53,8 @@ def settings_for(arm: str, seed: int, args) -> dict:
 
 def run_arm(arm: str, seed: int, args, backend_cache: dict) -> dict:
     from gpsearch.engine.result import PENALTY
-    from gpsearch.jobs.search.run import build_backend, build_searcher, plan
+    from gpsearch.jobs.search.plan import build_searcher, plan
+    from gpsearch.jobs.search.run import build_backend
 
     p = plan(settings_for(arm, seed, args))
     if "backend" not in backend_cache:

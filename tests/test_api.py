@@ -13,7 +13,7 @@ from gpsearch import api
 from gpsearch.cli import build_parser
 from gpsearch.config import CalibConfig, EvalConfig
 from gpsearch.errors import UserError
-from gpsearch.jobs.search.run import DEFAULTS
+from gpsearch.jobs.search.plan import DEFAULTS
 from gpsearch.pruning.evaluator import Evaluator
 from tests.conftest import loaded, make_llama, write_corpus
 

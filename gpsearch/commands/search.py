@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import argparse
 
-from gpsearch.jobs.search.run import DEFAULTS, run_search
+from gpsearch.jobs.search.plan import DEFAULTS
+from gpsearch.jobs.search.run import run_search
 
 OPTS = {  # option -> (type, help)
     "model": (str, "the embedded model, a hub id, a local HF directory or a .gguf file"),

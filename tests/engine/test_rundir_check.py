@@ -16,7 +16,7 @@ from gpsearch.engine import rundir_check
 from gpsearch.engine.loop import Searcher
 from gpsearch.engine.rundir import RunDir
 from gpsearch.engine.space import load_space
-from gpsearch.jobs.search.run import DEFAULTS, plan, resolve_settings, run_config
+from gpsearch.jobs.search.plan import DEFAULTS, plan, resolve_settings, run_config
 from tests.conftest import write_corpus
 from tests.engine.test_loop import FakeBackend, services
 

@@ -128,7 +128,7 @@ def test_a_failed_start_writes_nothing(tiny, tmp_path, monkeypatch, capsys):
 
 def test_every_setting_is_an_option():
     from gpsearch.commands.search import OPTS
-    from gpsearch.jobs.search.run import DEFAULTS
+    from gpsearch.jobs.search.plan import DEFAULTS
 
     assert set(OPTS) | {"seed_trees"} == set(DEFAULTS)  # seed_trees: its own nargs option
 
