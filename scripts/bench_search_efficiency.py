@@ -35,7 +35,7 @@ from gpsearch.io import ROOT, code_version, write_json  # noqa: E402
 
 ARMS = {
     "gp": {},
-    "random": {"seed_trees": [], "immigrants": 16},
+    "random": {"seed_trees": [], "immigrants": 16},  # = offspring: all children random
     "mutation": {"p_crossover": 0.0, "p_mutation": 1.0},
     "gp_noseeds": {"seed_trees": []},
 }
@@ -46,8 +46,6 @@ def settings_for(arm: str, seed: int, args) -> dict:
 
     given = {"seed": seed, "stages": f"{args.stage}:1", "fitness_nsamples": "",
              "cache_dir": args.cache_dir, **ARMS[arm]}
-    if arm == "random":
-        given["immigrants"] = 16  # = offspring: every child is a new random tree
     return resolve_settings(given)
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from gpsearch.config import WANDA
 from gpsearch.engine.conditions import Condition
+from gpsearch.jobs.search.plan import Plan
 
 HAND_MADE = ("ria", "ria_sqrt", "gblm", "pruner_zero")  # trees/*.json beside Wanda's tree
 FACTORS = (0.25, 4.0)
@@ -26,9 +27,9 @@ def update_methods(best_expr: str, hof_exprs: list[str], n: int) -> list[str]:
     return ["sparsegpt"] + [m for e in trees for m in (e, *weight_update_methods([e]))]
 
 
-def report_on_test(p, backend, best_expr: str, run_path: Path,
+def report_on_test(p: Plan, backend, best_expr: str, run_path: Path,
                    hof_exprs: list[str] = ()) -> list[dict]:
-    """Test-split perplexity (``p``: the run's ``Plan``) of the best tree beside dense and the
+    """Test-split perplexity of the best tree beside dense and the
     --report methods, with the same calibration (``gpsearch compare``); trees use dense features,
     as in the search. With ``report_update`` N, the best N trees are also replayed with a weight
     update."""
