@@ -8,6 +8,7 @@ stays cheap and does not import torch):
 - ``gpsearch.compare(CompareConfig)``: methods and trees under one calibration, test split;
 - ``gpsearch.allocate(AllocateSettings, out=, resume=)``: search a layer-wise allocation;
 - ``gpsearch.robustness(RobustnessConfig)``: a tree under perturbed conditions;
+- ``gpsearch.funnel(FunnelConfig)``: a finished search's best trees under wider conditions;
 - ``gpsearch.iterative / tiers / structured / lora``: schedules, structured pruning, recovery;
 - ``gpsearch.load_tree(spec)``, ``gpsearch.evaluate_zero_shot(model, tokenizer, tasks)``.
 
@@ -19,9 +20,10 @@ plots, config -> errors.
 from gpsearch.config import VERSION as __version__
 
 __all__ = ["prune", "search", "compare", "allocate", "robustness", "structured", "tiers",
-           "lora", "iterative", "load_tree", "evaluate_zero_shot", "PruneConfig",
+           "lora", "iterative", "funnel", "load_tree", "evaluate_zero_shot", "PruneConfig",
            "SearchSettings", "CompareConfig", "AllocateSettings", "RobustnessConfig",
-           "StructuredConfig", "TiersConfig", "LoraConfig", "IterativeConfig", "__version__"]
+           "StructuredConfig", "TiersConfig", "LoraConfig", "IterativeConfig", "FunnelConfig",
+           "__version__"]
 
 
 def __getattr__(name: str):

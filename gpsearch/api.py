@@ -8,6 +8,7 @@ so the CLI and Python cannot drift apart (tests/test_api.py checks it).
     run = gpsearch.search(gpsearch.SearchSettings(generations=5), out="runs/s5")
     alloc = gpsearch.allocate(gpsearch.AllocateSettings(sparsity=0.7), out="runs/a70")
     rob = gpsearch.robustness(gpsearch.RobustnessConfig(tree="trees/wanda.json"))
+    fun = gpsearch.funnel(gpsearch.FunnelConfig(run_dir="runs/s5"))
     rec = gpsearch.structured(gpsearch.StructuredConfig(method="width", pruning_ratio=0.25))
     rec = gpsearch.tiers(gpsearch.TiersConfig(schedule="schedules/tiers_example.csv"))
     rec = gpsearch.lora(gpsearch.LoraConfig(model="runs/pruned", save="runs/merged"))
@@ -25,6 +26,7 @@ from gpsearch.errors import UserError
 from gpsearch.fitness.zeroshot import evaluate_zero_shot
 from gpsearch.jobs.allocate import AllocateSettings
 from gpsearch.jobs.compare.run import CompareConfig
+from gpsearch.jobs.funnel import FunnelConfig
 from gpsearch.jobs.iterative import IterativeConfig
 from gpsearch.jobs.lora import LoraConfig
 from gpsearch.jobs.prune import PruneConfig
@@ -36,8 +38,9 @@ from gpsearch.tree import load_tree
 
 __all__ = ["PruneConfig", "SearchSettings", "CompareConfig", "RobustnessConfig",
            "AllocateSettings", "StructuredConfig", "TiersConfig", "LoraConfig",
-           "IterativeConfig", "prune", "search", "compare", "robustness", "allocate",
-           "structured", "tiers", "lora", "iterative", "load_tree", "evaluate_zero_shot"]
+           "IterativeConfig", "FunnelConfig", "prune", "search", "compare", "robustness",
+           "allocate", "structured", "tiers", "lora", "iterative", "funnel", "load_tree",
+           "evaluate_zero_shot"]
 
 
 def _fields_of(cls) -> dict:
@@ -80,6 +83,10 @@ class SearchSettings:
     stages: str = SEARCH_DEFAULTS["stages"]  # TOKENS:FRACTION,... or none
     topk: int = SEARCH_DEFAULTS["topk"]
     immigrants: int = SEARCH_DEFAULTS["immigrants"]
+    init_population: int = SEARCH_DEFAULTS["init_population"]  # gen 0 trees (0: population)
+    niches: int = SEARCH_DEFAULTS["niches"]  # survivor slots kept for unread input sets
+    hurdle: float = SEARCH_DEFAULTS["hurdle"]  # proxy ratio to Wanda's tree's (0: off)
+    refill: int = SEARCH_DEFAULTS["refill"]  # extra rounds of children while too few evaluated
     tune: int = SEARCH_DEFAULTS["tune"]
     report_update: int = SEARCH_DEFAULTS["report_update"]
     device_map: str | None = SEARCH_DEFAULTS["device_map"]
@@ -91,6 +98,7 @@ class SearchSettings:
     fitness_reduce: str = SEARCH_DEFAULTS["fitness_reduce"]  # mean or max over the conditions
     transfer_model: str | None = SEARCH_DEFAULTS["transfer_model"]  # also in the final report
     robustness: int = SEARCH_DEFAULTS["robustness"]  # summary: robustness of the best N trees
+    lead_noise: int = SEARCH_DEFAULTS["lead_noise"]  # summary: lead vs calibration-seed noise
     allocation: str | None = SEARCH_DEFAULTS["allocation"]  # uniform, owl or FILE.json
     owl_m: float = SEARCH_DEFAULTS["owl_m"]  # OWL outlier threshold
     owl_lambda: float = SEARCH_DEFAULTS["owl_lambda"]  # OWL: sparsities within target +- lambda
@@ -98,6 +106,7 @@ class SearchSettings:
     final_windows: int = SEARCH_DEFAULTS["final_windows"]
     pick_conditions: str = SEARCH_DEFAULTS["pick_conditions"]  # robust pick: "" = off
     pick_reduce: str = SEARCH_DEFAULTS["pick_reduce"]  # max (worst condition) or mean
+    funnel: str = SEARCH_DEFAULTS["funnel"]  # funnels/NAME.json after the run; "" = off
 
     def changed(self) -> dict:
         """The settings that differ from the defaults (what a resumed run may be given)."""
@@ -153,6 +162,21 @@ def robustness(config: RobustnessConfig | None = None, evaluator=None, progress:
 
     cfg = dataclasses.replace(config or RobustnessConfig(), **overrides)
     return run_robustness(cfg, evaluator=evaluator, progress=progress)
+
+
+def funnel(config: FunnelConfig | None = None, evaluator=None, progress: bool = True,
+           **overrides) -> dict:
+    """The funnel over a finished search run directory (``gpsearch funnel RUN_DIR``): its top
+    trees, best seeds and the hand trees re-scored on the validation split under the conditions
+    of a funnel file; a searched tree is reported only if it leads its seed and the strongest
+    hand tree beyond each condition's noise under a majority of them. Writes funnel.json,
+    funnel.md and funnel_conditions.json into the run directory; returns the record
+    (``reported``, ``verdict``, ``finalists``, ``selection``). ``evaluator``: a resident model
+    with the run's calibration (else the run's model is loaded)."""
+    from gpsearch.jobs.funnel import run_funnel
+
+    cfg = dataclasses.replace(config or FunnelConfig(), **overrides)
+    return run_funnel(cfg, evaluator=evaluator, progress=progress)
 
 
 def allocate(settings: AllocateSettings | None = None, out: str | None = None,

@@ -22,6 +22,8 @@ COMMANDS = {
     "compare": "compare pruning methods and metric trees on one calibration config (test split)",
     "iterative": "iterative pruning with masked fine-tuning, round by round (resumable)",
     "robustness": "a tree's fitness under rescaled terminals, other calibrations and patterns",
+    "funnel": "re-score a finished search's best trees, seeds and hand trees under wider "
+              "conditions; report a tree only if it leads beyond noise",
     "allocate": "search a layer-wise sparsity allocation for a fixed metric (resumable)",
 }
 

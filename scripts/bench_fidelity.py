@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import random
 import sys
 import time
@@ -27,6 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gpsearch.config import CalibConfig, EvalConfig  # noqa: E402
+from gpsearch.engine import agreement  # noqa: E402
 from gpsearch.fitness.stages import score_of  # noqa: E402
 from gpsearch.fitness.windows import dense_reference, window_scores  # noqa: E402
 from gpsearch.io import code_version, relative_path  # noqa: E402
@@ -35,29 +35,9 @@ from gpsearch.pruning.masks import parse_pattern  # noqa: E402
 from gpsearch.tree import EXTENDED, parse_prefix  # noqa: E402
 
 
-def ranks(xs: list[float]) -> list[float]:
-    order = sorted(range(len(xs)), key=lambda i: xs[i])
-    out = [0.0] * len(xs)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and xs[order[j + 1]] == xs[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            out[order[k]] = (i + j) / 2 + 1
-        i = j + 1
-    return out
-
-
 def spearman(a: list[float], b: list[float]) -> float | None:
-    if len(a) < 3:
-        return None
-    ra, rb = ranks(a), ranks(b)
-    ma, mb = sum(ra) / len(ra), sum(rb) / len(rb)
-    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb))
-    va = math.sqrt(sum((x - ma) ** 2 for x in ra))
-    vb = math.sqrt(sum((y - mb) ** 2 for y in rb))
-    return round(cov / (va * vb), 4) if va and vb else None
+    rho = agreement.spearman(a, b)
+    return None if rho is None else round(rho, 4)
 
 
 def sample_trees(run: Path, n: int, best: int, seed: int) -> list[str]:

@@ -5,6 +5,8 @@ Arms (same space, generator, depth limits, dedup and fitness; only the loop diff
   random        random search: no seeds, every child a new random tree (immigrants = offspring)
   mutation      seeds + mutation only (no crossover)
   gp_noseeds    the GP loop without the seed trees
+  gp_noseeds_diverse  the same with 48 random trees in generation 0 (the best 16 survive) and 4
+                survivor slots for the best tree of an input set the elite does not read
 Each arm runs generations until it has fully evaluated ``--budget`` candidates (key and
 fingerprint hits and invalid trees are not evaluations: they cost no forward pass), recording the
 best-so-far first-stage validation fitness after every evaluation. The final best tree of each
@@ -33,11 +35,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gpsearch.io import ROOT, code_version, write_json  # noqa: E402
 
+# the arms measured before the hurdle existed run without it (as measured); the *_hurdle arms
+# add it: at the same number of first-stage evaluations they consider more candidates
 ARMS = {
-    "gp": {},
-    "random": {"seed_trees": [], "immigrants": 16},  # = offspring: all children random
-    "mutation": {"p_crossover": 0.0, "p_mutation": 1.0},
-    "gp_noseeds": {"seed_trees": []},
+    "gp": {"hurdle": 0},
+    "random": {"seed_trees": [], "immigrants": 16, "hurdle": 0},  # = offspring: all random
+    "mutation": {"p_crossover": 0.0, "p_mutation": 1.0, "hurdle": 0},
+    "gp_noseeds": {"seed_trees": [], "hurdle": 0},
+    "gp_noseeds_diverse": {"seed_trees": [], "init_population": 48, "niches": 4, "hurdle": 0},
+    "gp_hurdle": {"hurdle": 1.25},
+    "random_hurdle": {"seed_trees": [], "immigrants": 16, "hurdle": 1.25},
 }
 
 
@@ -82,9 +89,11 @@ def run_arm(arm: str, seed: int, args, backend_cache: dict) -> dict:
             "final_best": curve[args.budget - 1], "best_expr": best["expr"],
             "best_test_ppl": test, "counters": dict(searcher.counters),
             "generations": searcher.generation + 1, "search_seconds": round(seconds, 1),
+            "commit": code_version()["commit"],
             "settings": {k: p.settings[k] for k in ("seed", "stages", "fitness", "population",
                                                      "offspring", "immigrants", "p_crossover",
-                                                     "p_mutation", "seed_trees", "space")}}
+                                                     "p_mutation", "seed_trees", "space",
+                                                     "init_population", "niches", "hurdle")}}
 
 
 def test_ppl(backend, expr: str, args) -> float:
@@ -144,20 +153,23 @@ def plot(runs: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, (ax, zoom) = plt.subplots(1, 2, figsize=(12, 4.4))
     arms = sorted({r["arm"] for r in runs}, key=list(ARMS).index)
+    finite = [f for r in runs for f in r["curve"] if math.isfinite(f)]
     for arm in arms:
         curves = np.array([r["curve"] for r in runs if r["arm"] == arm], dtype=float)
         x = np.arange(1, curves.shape[1] + 1)
         curves = np.where(np.isfinite(curves), curves, np.nan)
         mean = np.nanmean(curves, axis=0)
-        line, = ax.plot(x, mean, label=f"{arm} (n={curves.shape[0]})")
-        if curves.shape[0] > 1:
-            ax.fill_between(x, np.nanmin(curves, axis=0), np.nanmax(curves, axis=0),
-                            color=line.get_color(), alpha=0.2)
-    ax.set_xlabel("first-stage evaluations")
+        for a in (ax, zoom):
+            line, = a.plot(x, mean, label=f"{arm} (n={curves.shape[0]})")
+            if curves.shape[0] > 1:
+                a.fill_between(x, np.nanmin(curves, axis=0), np.nanmax(curves, axis=0),
+                               color=line.get_color(), alpha=0.2)
+    for a in (ax, zoom):
+        a.set_xlabel("first-stage evaluations")
+        a.grid(alpha=0.3)
     ax.set_ylabel("best-so-far validation KL to dense (lower is better)")
-    finite = [f for r in runs for f in r["curve"] if math.isfinite(f)]
     if finite:  # log scale: the first random trees are far worse than the seeds
         lo = min(finite)
         ax.set_yscale("log")
@@ -166,12 +178,29 @@ def plot(runs: list[dict], path: Path) -> None:
         ax.yaxis.set_major_formatter(FormatStrFormatter("%.2f"))
         ax.yaxis.set_minor_formatter(FormatStrFormatter("%.2f"))
         ax.set_ylim(lo * 0.97, min(max(finite), lo * 4) * 1.03)
-    ax.set_title("search efficiency: mean over seeds, band = min..max")
-    ax.grid(alpha=0.3)
+        zoom.set_ylim(lo * 0.99, lo * 1.08)  # where the arms end: within 8% of the best
+    ax.set_title("search efficiency: mean over seeds\nband = min..max over seeds", fontsize=10)
+    zoom.set_title("the same near the end, linear scale\n(the seeded arms' plateau at 0.988 "
+                   "from evaluation 5: their best seed)", fontsize=10)
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def save(runs: list[dict], out: Path, args) -> None:
+    """The results file (runs carry their own commits; the top-level one is the writer's) and
+    the picture, rewritten after every run."""
+    runs = sorted(runs, key=lambda r: (list(ARMS).index(r["arm"]), r["seed"]))
+    png = Path(args.plot) if args.plot else out.with_suffix(".png")
+    plot(runs, png)
+    write_json(out, {"what": "best-so-far first-stage validation fitness vs evaluations",
+                     "fitness": f"kl, first stage {args.stage} tokens, one condition",
+                     "test": f"wiki test split, first {args.test_windows} windows x 256",
+                     "model": "smollm2-135m", "sparsity": 0.5, "pattern": "unstructured",
+                     **code_version(), "summary": summarize(runs), "plot": png.name,
+                     "runs": runs})
+    print(json.dumps(summarize(runs), indent=1), flush=True)
 
 
 def main() -> int:
@@ -185,10 +214,15 @@ def main() -> int:
     ap.add_argument("--cache-dir", default=None)
     ap.add_argument("--out", default=str(ROOT / "bench" / "search_efficiency.json"))
     ap.add_argument("--plot", default=None, help="the picture (default: --out with .png)")
+    ap.add_argument("--merge", default=None,
+                    help="add the runs of another results file (e.g. one written by a second "
+                         "checkout in parallel), rewrite the summary and plot, run nothing")
     args = ap.parse_args()
     out = Path(args.out)
     prior = json.loads(out.read_text()) if out.exists() else {}
     runs = [r for r in prior.get("runs", []) if r.get("budget") == args.budget]
+    for r in runs:  # records written before runs carried their own commit
+        r.setdefault("commit", prior.get("commit"))
     done = {(r["arm"], r["seed"]) for r in runs}
     seeds = [int(s) for s in args.seeds.split(",") if s]
     other = [int(s) for s in args.other_seeds.split(",") if s]
@@ -196,24 +230,22 @@ def main() -> int:
     # interleaved, so that an interrupted run still compares the arms: the first seed of every
     # arm, then the other seeds of gp and random
     order = [(a, s) for a in ("gp", "random") for s in seeds[:1]]
-    order += [(a, s) for a in ("gp_noseeds", "mutation") for s in other]
+    order += [(a, s) for a in ARMS if a not in ("gp", "random") for s in other]
     order += [(a, s) for s in seeds[1:] for a in ("random", "gp")]
     order = [(a, s) for a, s in order if a in arms]
+    if args.merge:
+        extra = json.loads(Path(args.merge).read_text()).get("runs", [])
+        runs += [r for r in extra if r.get("budget") == args.budget
+                 and (r["arm"], r["seed"]) not in done]
+        save(runs, out, args)
+        return 0
     backend_cache: dict = {}
     for arm, seed in order:
         if (arm, seed) in done:
             continue
         print(f"arm {arm} seed {seed}", flush=True)
         runs.append(run_arm(arm, seed, args, backend_cache))
-        png = Path(args.plot) if args.plot else out.with_suffix(".png")
-        plot(runs, png)
-        write_json(out, {"what": "best-so-far first-stage validation fitness vs evaluations",
-                         "fitness": f"kl, first stage {args.stage} tokens, one condition",
-                         "test": f"wiki test split, first {args.test_windows} windows x 256",
-                         "model": "smollm2-135m", "sparsity": 0.5, "pattern": "unstructured",
-                         **code_version(), "summary": summarize(runs), "plot": png.name,
-                         "runs": runs})
-        print(json.dumps(summarize(runs), indent=1), flush=True)
+        save(runs, out, args)
     if "backend" in backend_cache:
         backend_cache["backend"].close()
     return 0

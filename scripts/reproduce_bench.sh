@@ -60,6 +60,18 @@ for spec in "default_search_single:14:" "search_robust_pick:10:nsamples=32"; do
     run cp "runs/reproduce-$name/$f" "bench/$name/$f"
   done
 done
+# issue 28's funnel benchmark: the README search as it was at 31eedc4 (the hurdle, no refill: 15
+# min each) at search seeds 0-2, same calibration; bench_funnel.py (below) funnels and judges them
+for seed in 0 1 2; do
+  run rm -rf "runs/reproduce-funnel-seed$seed"
+  run "$PY" -m gpsearch.cli search --refill 0 --seed "$seed" --out "runs/reproduce-funnel-seed$seed"
+  run mkdir -p "bench/funnel_runs/seed$seed"
+  for f in config.json log.jsonl hall_of_fame.csv progress.png summary.md best_tree.json; do
+    run cp "runs/reproduce-funnel-seed$seed/$f" "bench/funnel_runs/seed$seed/$f"
+  done
+  run cp "runs/reproduce-funnel-seed$seed/test_report/results.md" \
+    "bench/funnel_runs/seed$seed/test_report.md"
+done
 # the 2:4 search (issue 9), the same defaults otherwise
 SEARCH24=runs/reproduce-search-24
 run rm -rf "$SEARCH24"
@@ -95,6 +107,24 @@ done
 # first-stage evaluations per run, 3 seeds of gp and random (hours on 2 cores; resumable per run)
 run "$PY" scripts/bench_search_efficiency.py --budget 150 --out bench/search_efficiency.json \
   --plot bench/search_efficiency.png
+# the first-stage fitness of generation 0 under the AVX-512 and AVX2 kernels of one machine (the
+# noise the ranking grid must exceed), and the hurdle proxy against the committed runs' fitness
+run "$PY" scripts/bench_kernel_variants.py --out bench/kernel_variants.json
+run "$PY" scripts/bench_hurdle.py --out bench/hurdle.json
+# memory over a long run: RSS of one search process over 300 evaluations (gp + random arms)
+run "$PY" scripts/bench_long_run_memory.py --out bench/long_run_memory.json
+# the first stage's rank agreement with the last on the committed runs (their logs, no model)
+run "$PY" scripts/bench_stage_agreement.py --out bench/stage_agreement.json
+# the funnel's pick against the stage-only pick on TEST conditions neither used, over the README
+# search's three seeds (funnel.json / funnel.md / funnel_conditions.json land in each run directory)
+run "$PY" scripts/bench_funnel.py bench/funnel_runs/seed0 bench/funnel_runs/seed1 \
+  bench/funnel_runs/seed2 --refunnel --out bench/funnel.json
+# SparseGPT and Wanda at three commits in one environment (the 30.00 -> 30.34 question, issue 27)
+run "$PY" scripts/bench_sparsegpt_commits.py --commits 65c495a,1f593f4,HEAD \
+  --out bench/sparsegpt_commits.json
+# the baselines' golden numbers (tests/integration/test_golden_baselines.py) and how much the
+# thread count, the kernel variant and the calibration seed move them
+run "$PY" scripts/bench_golden_baselines.py --out bench/golden_baselines.json
 # fidelity of each fitness x token budget vs the TEST PPL, over 30 trees of that run (the best 10
 # on the whole test split), then what a final stage on 64 validation windows would have picked
 run "$PY" scripts/bench_fidelity.py --run "$SEARCH" --n 30 --best 12 --val-windows 64 \

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 
 import pytest
@@ -92,6 +93,9 @@ def embedded_lm():
     return load_model("smollm2-135m")
 
 
+_RAY_SESSION: dict = {}  # ray.init arguments of the test run's local Ray instance, while it is up
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     """One local Ray instance (2 CPUs, token auth off) for the whole test run, shut down at the
@@ -104,10 +108,29 @@ def ray_session():
     saved = os.environ.get("RAY_AUTH_MODE")
     os.environ["RAY_AUTH_MODE"] = "disabled"
     ray_tmp = tempfile.mkdtemp(prefix="gr", dir="/tmp")  # short: Ray's socket paths are limited
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=ray_tmp)
+    _RAY_SESSION.update(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                        _temp_dir=ray_tmp)
+    ray.init(**_RAY_SESSION)
     try:
         yield ray
     finally:
+        _RAY_SESSION.clear()
         ray.shutdown()
         os.environ.pop("RAY_AUTH_MODE") if saved is None else os.environ.update(RAY_AUTH_MODE=saved)
         shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def ray_session_suspended():
+    """The session's local Ray instance shut down for a while (a process has one Ray
+    connection: a test cluster needs it) and started again afterwards, if it was up."""
+    import ray
+
+    up = bool(_RAY_SESSION) and ray.is_initialized()
+    if up:
+        ray.shutdown()
+    try:
+        yield
+    finally:
+        if up:
+            ray.init(**_RAY_SESSION)

@@ -50,6 +50,18 @@ OPTS = {  # option -> (type, help)
     "topk": (int, "KL fitness: dense next-token probabilities kept per token (the rest is one "
                   "tail bucket); memory tokens x K x 8 bytes"),
     "immigrants": (int, "children per generation that are new random trees (diversity)"),
+    "init_population": (int, "trees evaluated in the initial generation, the best --population "
+                             "survive (0: --population)"),
+    "niches": (int, "survivor slots for the best tree of each set of inputs (W, X, G...) that "
+                    "the elite does not read (diversity; 0: off)"),
+    "hurdle": (float, "reject a new candidate before its first-stage evaluation when its cheap "
+                      "proxy (output error of its masks on 3 decoder blocks, from the input "
+                      "statistics) exceeds this many times Wanda's tree's (0: off)"),
+    "refill": (int, "rounds of extra children a generation breeds while fewer than --offspring "
+                    "of its children were evaluated (the rest hurdled or duplicates; 0: off)"),
+    "lead_noise": (int, "1: the summary says whether the best tree's test-split lead over the "
+                        "hand trees exceeds the calibration-seed noise (Wanda's tree at the next "
+                        "seed); 0: off"),
     "report": (str, "methods beside the best tree on the test split, comma-separated "
                     "(e.g. magnitude,wanda,sparsegpt), or none"),
     "tune": (int, "extended space: the best N trees' constants tuned by coordinate descent on "
@@ -85,6 +97,10 @@ OPTS = {  # option -> (type, help)
                          "--final-windows validation windows; the best of them is the result "
                          "(0 = off: the last stage decides)"),
     "final_windows": (int, "final stage: validation windows (more than the last stage's)"),
+    "funnel": (str, "after the run, its best trees, best seeds and the hand trees re-scored "
+                    "under the conditions of funnels/NAME.json (or a path; e.g. default): the "
+                    "reported tree must lead beyond noise under most of them (gpsearch funnel; "
+                    "'' = off)"),
     "pick_conditions": (str, "robust pick: the hall of fame re-scored on the ranking windows "
                              "under these conditions (comma-separated: nsamples=N, seed=N, "
                              "G=4, ...); the tree with the best worst-case (--pick-reduce) score "

@@ -4,7 +4,9 @@ fingerprints, evaluation) is injected by the search application (``gpsearch.jobs
 
 Modules: ``space`` (search spaces as data), ``primitives`` (DEAP primitive sets), ``variation``
 (crossover, mutation, immigrants), ``loop`` (the ``Searcher``: step / run), ``evaluation`` (dedup,
-fingerprints, staged scoring of one generation), ``result`` (the record of one evaluation,
-``PENALTY``), ``conditions`` (evaluation conditions as data), ``tune`` (constant tuning),
-``checkpoint``, ``rundir`` and ``rundir_check`` (the resumable run directory, validated on read).
+fingerprints, the hurdle, staged scoring of one generation), ``result`` (the record of one
+evaluation, ``PENALTY``), ``conditions`` (evaluation conditions as data), ``tune`` (constant
+tuning), ``funnel`` (the funnel's noise-aware choice, pure), ``agreement`` (first vs last
+stage rank agreement, pure), ``checkpoint``, ``rundir`` and
+``rundir_check`` (the resumable run directory, validated on read).
 """

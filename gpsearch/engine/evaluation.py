@@ -4,6 +4,10 @@
     fingerprint      the backend hashes the candidate's whole masks on the real features
                      (``backend.fingerprint_many``); equal masks = the same pruned model, so an
                      equal fingerprint reuses the record exactly; "invalid: ..." = penalty
+    hurdle           (``cfg.hurdle`` > 0) the backend's cheap proxy of each remaining candidate
+                     (``backend.proxy_many``, no forward pass); one above ``hurdle`` x the
+                     reference tree's proxy is rejected: PENALTY, "hurdle" in the log with its
+                     proxy; seeds always pass, a candidate without a proxy is evaluated
     stage 1          every remaining candidate is scored on the first stage's windows
     stage k > 1      the best ``fraction`` of this generation's new candidates (by stage k-1),
                      among those that could still enter the hall of fame (stage k-1 score not
@@ -17,7 +21,8 @@ windows. The hall of fame holds trees that reached the LAST stage, ranked by it.
 
 from __future__ import annotations
 
-from gpsearch.engine.result import PENALTY, fitness_of
+from gpsearch.engine.result import PENALTY, fitness_level, fitness_of
+from gpsearch.errors import BackendLost
 from gpsearch.fitness.stages import Stage, promoted, score_of
 
 
@@ -63,6 +68,8 @@ class GenerationEvaluator:
         """The fingerprints of ``exprs``, or the reason the call failed (one line)."""
         try:
             fps = list(self.s.backend.fingerprint_many(exprs))
+        except BackendLost:
+            raise
         except Exception as e:  # noqa: BLE001 - recorded; the candidates are just evaluated
             return f"{type(e).__name__}: {e}".splitlines()[0][:200]
         if len(fps) != len(exprs):
@@ -97,7 +104,12 @@ class GenerationEvaluator:
                 todo.append(key)
                 if fp:
                     fp_owner[fp] = key
+        seeds = {ind.key for ind in inds if ind.origin.get("op") == "seed"}
+        todo, hurdled, proxies = self.hurdle(todo, first, fps, seeds, gen)
         self._score(todo, first, fps, seconds, gen)
+        for key in todo:
+            if proxies.get(key) is not None:
+                s.cache[key]["proxy"] = proxies[key]
         for key, owner in alias.items():
             s.cache[key] = {**s.cache[owner], "expr": first[key], "via": owner}
         for i, ind in enumerate(inds):
@@ -106,6 +118,8 @@ class GenerationEvaluator:
                 kind = "fingerprint"
             elif kind is None and ind.key in invalid:
                 kind = "invalid"
+            elif kind is None and ind.key in hurdled:
+                kind = "hurdle"
             s.counters["key_hits"] += kind == "key"
             s.counters["fp_hits"] += kind == "fingerprint"
             s.counters["invalid"] += kind == "invalid"
@@ -114,6 +128,43 @@ class GenerationEvaluator:
             if kind is None and first.get(ind.key) in self.fp_errors:
                 rec = {**rec, "fingerprint_error": self.fp_errors[first[ind.key]]}
             s._emit(ind, rec, kind, gen, 0.0 if kind else seconds.get(ind.key, 0.0))
+
+    # ---- the hurdle ---------------------------------------------------------------------------
+    def hurdle(self, todo: list[str], first: dict, fps: dict, exempt: set,
+               gen: int) -> tuple[list[str], set, dict]:
+        """(keys still to score, keys rejected, key -> proxy) for the new candidates ``todo``."""
+        s = self.s
+        if not s.cfg.hurdle or not todo or not hasattr(s.backend, "proxy_many"):
+            return todo, set(), {}
+        if s.hurdle_bar is None:
+            ref = self._proxies([s.cfg.hurdle_reference])[0]
+            # no reference proxy (a space without X, a failing backend): nothing is rejected
+            s.hurdle_bar = s.cfg.hurdle * ref if ref is not None else float("inf")
+        s._progress(gen, f"hurdle: proxies of {len(todo)} trees")
+        proxies = dict(zip(todo, self._proxies([first[k] for k in todo])))
+        kept, rejected = [], set()
+        for key in todo:
+            p = proxies[key]
+            if p is not None and p > s.hurdle_bar and key not in exempt:
+                s.cache[key] = {"expr": first[key], "fitness": PENALTY, "ppl": None,
+                                "error": None, "fingerprint": fps.get(key), "proxy": p}
+                rejected.add(key)
+                s.counters["hurdled"] += 1
+            else:
+                kept.append(key)
+        return kept, rejected, proxies
+
+    def _proxies(self, exprs: list[str]) -> list[float | None]:
+        """The backend's proxies; None for each when the call fails (they are evaluated)."""
+        try:
+            out = list(self.s.backend.proxy_many(exprs))
+        except BackendLost:
+            raise
+        except Exception:  # noqa: BLE001 - a failing proxy costs evaluations, not the search
+            return [None] * len(exprs)
+        if len(out) != len(exprs):
+            return [None] * len(exprs)
+        return [float(p) if isinstance(p, (int, float)) and p == p else None for p in out]
 
     # ---- scoring ------------------------------------------------------------------------------
     def _score(self, todo: list[str], first: dict, fps: dict, seconds: dict, gen: int) -> None:
@@ -127,6 +178,7 @@ class GenerationEvaluator:
         alive = []
         w0 = self.stages[0].windows
         s._progress(gen, f"stage 1: {len(todo)} trees x {w0} windows")
+        s.counters["windows"] += w0 * len(todo)
         for key, res in zip(todo, s._run_backend([first[k] for k in todo], (0, w0))):
             self._record(key, first[key], fps.get(key), res, seconds)
             if res.ok:
@@ -138,6 +190,8 @@ class GenerationEvaluator:
             s._progress(gen, f"stage {k + 1}: {len(exprs)} trees x {stage.windows - prev.windows} "
                              "more windows")
             ok = []
+            s.counters["later_evals"] += len(exprs)
+            s.counters["windows"] += (stage.windows - prev.windows) * len(exprs)
             for key, res in zip(alive, s._run_backend(exprs, (prev.windows, stage.windows))):
                 seconds[key] = seconds.get(key, 0.0) + res.seconds
                 if res.ok:
@@ -182,5 +236,6 @@ class GenerationEvaluator:
         reached = sorted(rec["stages"][stage]["score"] for rec in s.cache.values()
                          if "via" not in rec and len(rec.get("stages", [])) > stage)
         bar = reached[s.cfg.hof_size - 1] if len(reached) >= s.cfg.hof_size else float("inf")
-        eligible = sorted((k for k in keys if score(k) <= bar), key=lambda k: (score(k), k))
+        eligible = sorted((k for k in keys if score(k) <= bar),
+                          key=lambda k: (fitness_level(score(k)), k))
         return eligible[:n]

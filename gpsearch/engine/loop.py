@@ -26,13 +26,18 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from gpsearch.engine.primitives import Individual, build_pset, parse_expr, within_limits
-from gpsearch.engine.result import PENALTY
+from gpsearch.engine.result import PENALTY, fitness_level
 from gpsearch.engine.space import SearchSpace
 from gpsearch.engine.variation import VariationConfig, random_tree, rank_key, vary
-from gpsearch.errors import UserError
+from gpsearch.errors import BackendLost, UserError
 
-# fp_failed: candidates whose exact mask fingerprint could not be computed (evaluated in full)
-COUNTERS = ("candidates", "evaluated", "key_hits", "fp_hits", "invalid", "failed", "fp_failed")
+# fp_failed: candidates whose exact mask fingerprint could not be computed (evaluated in full);
+# later_evals: evaluations on a later stage's extra windows; windows: validation windows scored
+# for candidates, all stages (staged fitness only): with seqlen and the number of conditions,
+# the forward tokens a search spent, a cost that does not depend on the machine
+# hurdled: candidates the cheap proxy rejected before their first-stage evaluation
+COUNTERS = ("candidates", "evaluated", "key_hits", "fp_hits", "invalid", "failed", "fp_failed",
+            "later_evals", "windows", "hurdled")
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,17 @@ class SearchConfig:
     stages: tuple = ()  # ((windows, fraction), ...): staged fitness; () = the backend's fitness
     fitness: str = "ppl"  # the score of a stage: "ppl" or "kl" (to the dense model)
     immigrants: int = 0  # children per generation replaced by new random trees (diversity)
+    init_population: int = 0  # trees evaluated in generation 0 (0: population); the best survive
+    niches: int = 0  # survivor slots for the best tree of an input set the elite does not read
+    # the hurdle: a candidate whose proxy (backend.proxy_many, lower is better) exceeds hurdle x
+    # the reference tree's is not evaluated (PENALTY, "hurdle" in the log); 0: off; seeds pass
+    hurdle: float = 0.0
+    hurdle_reference: str = "mul(W, sqrt(X))"  # Wanda's tree
+    # refill: up to this many extra rounds of children per generation, bred from the same
+    # population, while fewer than ``offspring`` of its children got a first-stage evaluation
+    # (the rest hurdled, duplicates or invalid): each generation pays about ``offspring``
+    # evaluations and considers more candidates; 0: off (one round of ``offspring`` children)
+    refill: int = 0
 
     def __post_init__(self):
         if self.population < 2 or self.offspring < 1:
@@ -59,6 +75,15 @@ class SearchConfig:
             raise UserError(f"unknown fitness {self.fitness!r}; choose ppl or kl")
         if not 0 <= self.immigrants <= self.offspring:
             raise UserError(f"immigrants must be in [0, offspring] (got {self.immigrants})")
+        if self.init_population and self.init_population < self.population:
+            raise UserError(f"init_population must be 0 or at least the population "
+                            f"({self.population}; got {self.init_population})")
+        if not 0 <= self.niches <= self.population - self.elite:
+            raise UserError(f"niches must be in [0, population - elite] (got {self.niches})")
+        if self.refill < 0:
+            raise UserError(f"refill must be 0 (off) or a number of rounds (got {self.refill})")
+        if self.hurdle and not self.hurdle >= 1.0:
+            raise UserError(f"hurdle must be 0 (off) or a ratio >= 1 (got {self.hurdle})")
         object.__setattr__(self, "stages", tuple((int(w), float(f)) for w, f in self.stages))
 
     def to_dict(self) -> dict:
@@ -77,7 +102,13 @@ class SearchConfig:
 
 def _reads_input(ind: Individual) -> bool:
     """Whether a tree has a leaf that is not a constant (a constant-only tree is never a metric)."""
-    return any(node.arity == 0 and not _CONSTANT.match(node.name) for node in ind)
+    return bool(inputs_read(ind))
+
+
+def inputs_read(ind: Individual) -> frozenset:
+    """The input terminals a tree reads (its niche: {W}, {W, X}, ...); constants do not count."""
+    return frozenset(node.name for node in ind
+                     if node.arity == 0 and not _CONSTANT.match(node.name))
 
 
 _CONSTANT = re.compile(r"^c-?[0-9]")
@@ -118,6 +149,7 @@ class Searcher:
         self.lineage: dict[str, list[str]] = {}  # canonical key -> seeds it descends from
         self.logbook: list[dict] = []
         self.counters = {c: 0 for c in COUNTERS}
+        self.hurdle_bar: float | None = None  # hurdle x the reference's proxy (first use)
         self.on_evaluation: list = []
         self.on_generation: list = []
         self.on_progress: list = []  # (generation, "what is being done") before each batch
@@ -154,7 +186,7 @@ class Searcher:
                 inds.append(ind)
                 keys.add(ind.key)
                 self.lineage.setdefault(ind.key, [f"seed{i}"])
-        while len(inds) < self.cfg.population:
+        while len(inds) < max(self.cfg.population, self.cfg.init_population):
             ind = self._novel_random(keys, "init")
             inds.append(ind)
             keys.add(ind.key)
@@ -170,26 +202,45 @@ class Searcher:
         self.lineage.setdefault(ind.key, [root])
         return ind
 
-    def _offspring(self) -> list[Individual]:
-        seen = {ind.key for ind in self.population}
+    def _offspring(self, n: int | None = None, seen: set | None = None) -> list[Individual]:
+        """``offspring`` children (``immigrants`` of them random), or ``n`` bred ones (a refill
+        round) avoiding the keys in ``seen`` (updated)."""
+        refill = n is not None
+        seen = {ind.key for ind in self.population} if seen is None else seen
         by_text = {str(ind): ind.key for ind in self.population}
         children = []
-        n_bred = self.cfg.offspring - self.cfg.immigrants
+        n_bred = n if refill else self.cfg.offspring - self.cfg.immigrants
         for _ in range(n_bred):
             for _ in range(1 + self.cfg.novelty_retries):
                 child = self._prepare(vary(self.population, self.rng, self.pset, self.space,
                                            self.cfg.variation))
-                if child.key not in seen:
-                    break
+                if child.key not in seen and not (refill and child.key in self.cache):
+                    break  # (a refill round also avoids trees scored or hurdled before)
             seen.add(child.key)
             roots = sorted({r for p in child.origin.get("parents", [])
                             for r in self.lineage.get(by_text.get(p), [])})
             self.lineage.setdefault(child.key, roots or ["init"])
             children.append(child)
-        for _ in range(self.cfg.immigrants):  # random immigrants: new material every generation
-            child = self._novel_random(seen, "immigrant")
+        for _ in range(0 if refill else self.cfg.immigrants):  # new random material each
+            child = self._novel_random(seen, "immigrant")                # generation
             seen.add(child.key)
             children.append(child)
+        return children
+
+    def _children(self, gen: int) -> list[Individual]:
+        """One generation's children, evaluated: a first round of ``offspring``, then up to
+        ``refill`` rounds bred for the children that got no first-stage evaluation."""
+        children = self._offspring()
+        seen = {ind.key for ind in self.population} | {c.key for c in children}
+        start = self.counters["evaluated"]
+        self._evaluate(children, gen)
+        for _ in range(self.cfg.refill):
+            missing = self.cfg.offspring - (self.counters["evaluated"] - start)
+            if missing <= 0:
+                break
+            more = self._offspring(missing, seen)
+            self._evaluate(more, gen)
+            children += more
         return children
 
     def _survivors(self, pool: list[Individual]) -> list[Individual]:
@@ -199,12 +250,28 @@ class Searcher:
             keys.add(ind.key)
         mu = self.cfg.population
         chosen, rest = distinct[:self.cfg.elite], distinct[self.cfg.elite:]
+        if self.cfg.niches:
+            chosen, rest = self._niche_bests(chosen, rest)
         size = self.cfg.variation.tournament
         while len(chosen) < mu and rest:
             picks = [self.rng.randrange(len(rest)) for _ in range(size)]
             chosen.append(rest.pop(min(picks, key=lambda i: rank_key(rest[i]))))
         chosen += dups[:mu - len(chosen)]
         return sorted(chosen, key=rank_key)
+
+    def _niche_bests(self, chosen: list, rest: list) -> tuple[list, list]:
+        """Up to ``niches`` more survivors: the best valid tree of each input set (niche) that no
+        tree chosen so far reads, best niches first, so that a building block (X, G, H...) is not
+        lost to a population of magnitude-like trees before variation can combine it."""
+        have = {inputs_read(ind) for ind in chosen}
+        bests: dict[frozenset, Individual] = {}
+        for ind in rest:  # rest is sorted best first: the first of each niche is its best
+            niche = inputs_read(ind)
+            if niche not in have and niche not in bests and ind.fitness < PENALTY:
+                bests[niche] = ind
+        picked = sorted(bests.values(), key=rank_key)[:self.cfg.niches]
+        ids = {id(ind) for ind in picked}
+        return chosen + picked, [ind for ind in rest if id(ind) not in ids]
 
     # ---- evaluation ---------------------------------------------------------------------------
     def _evaluate(self, inds: list[Individual], gen: int) -> None:
@@ -221,6 +288,8 @@ class Searcher:
             if len(results) != len(exprs):
                 raise RuntimeError(f"backend returned {len(results)} results for {len(exprs)}")
             return results
+        except BackendLost:  # no worker left: stop the search (its run directory is intact)
+            raise
         except Exception:  # noqa: BLE001 - retry one by one: a bad tree must not stop the search
             return [self._run_one(e, windows) for e in exprs]
 
@@ -230,6 +299,8 @@ class Searcher:
         try:
             return (self.backend.evaluate_many([expr]) if windows is None
                     else self.backend.evaluate_many([expr], windows=windows))[0]
+        except BackendLost:
+            raise
         except Exception as e:  # noqa: BLE001
             return EvalResult.failure(expr, f"{type(e).__name__}: {e}"[:300])
 
@@ -247,6 +318,8 @@ class Searcher:
             record["stages"] = rec["stages"]
         if rec.get("fingerprint"):
             record["fingerprint"] = rec["fingerprint"]
+        if rec.get("proxy") is not None:
+            record["proxy"] = rec["proxy"]
         if rec.get("fingerprint_error"):
             record["fingerprint_error"] = rec["fingerprint_error"]
         for hook in self.on_evaluation:
@@ -262,7 +335,7 @@ class Searcher:
         if final:
             entry["windows"] = final["windows"]
         self.hof.append(entry)
-        self.hof.sort(key=lambda h: (h["fitness"], h["size"], h["expr"]))
+        self.hof.sort(key=lambda h: (fitness_level(h["fitness"]), h["size"], h["expr"]))
         del self.hof[self.cfg.hof_size:]
 
     # ---- driver -------------------------------------------------------------------------------
@@ -273,10 +346,10 @@ class Searcher:
         if gen == 0:
             inds = self._initial_population()
             self._evaluate(inds, gen)
-            self.population = sorted(inds, key=rank_key)
+            self.population = (sorted(inds, key=rank_key) if len(inds) <= self.cfg.population
+                               else self._survivors(inds))
         else:
-            children = self._offspring()
-            self._evaluate(children, gen)
+            children = self._children(gen)
             self.population = self._survivors(self.population + children)
         self.generation = gen
         stats = self._stats(gen, before)

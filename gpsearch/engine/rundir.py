@@ -3,8 +3,8 @@
     config.json       everything the run was started with (search, space, model, calibration)
     checkpoint.json   plain-data state after the last completed generation (``checkpoint``)
     log.jsonl         one record per candidate: expression, simplified form, key, fitness, ppl,
-                      cache hit kind (key / fingerprint / invalid / none), op, parents, error,
-                      seconds
+                      cache hit kind (key / fingerprint / invalid / hurdle / none), the hurdle's
+                      proxy, op, parents, error, seconds
     hall_of_fame.csv  the best distinct trees evaluated so far
     best_tree.json    the best tree in the Pruner-Zero JSON format
     progress.png      fitness vs the best seed per evaluation (gpsearch.plots)
@@ -150,6 +150,43 @@ def _fmt(x) -> str:
     return f"{x:.3f}" if abs(x) < 1e4 else f"{x:.3e}"
 
 
+def forward_tokens(config: dict, counters: dict) -> int:
+    """Validation tokens the candidates were forwarded on (all stages, all conditions)."""
+    ev, conds = config.get("evaluation", {}), max(1, len(config.get("conditions") or []))
+    stages = (config.get("search") or {}).get("stages") or ()
+    windows = (counters.get("windows", 0) if stages
+               else counters.get("evaluated", 0) * ev.get("max_windows", 0))
+    return windows * ev.get("seqlen", 0) * conds
+
+
+def agreement_lines(searcher, best: dict) -> list[str]:
+    """Whether the selection fitness (first stage) agrees with the last stage on this run."""
+    from gpsearch.engine.agreement import stage_agreement
+
+    a = stage_agreement({r["expr"]: r for r in searcher.cache.values() if "via" not in r},
+                        best["expr"])
+    if a is None:
+        return []
+    fmt = lambda v: "n/a" if v is None else f"{v:.2f}"  # noqa: E731
+    rank = a.get("tree_first_stage_rank")
+    return [f"- selection vs last stage: over the {a['reached_last_stage']} trees scored on "
+            f"every stage, Spearman {fmt(a['spearman'])} between the first-stage and the "
+            f"last-stage score ({fmt(a['spearman_best10'])} among the 10 best); the reported "
+            "tree ranks "
+            + (f"{rank} of {a['evaluated']}" if rank else "(not scored here)")
+            + " at the first stage, the selection fitness"
+            + ("" if rank == 1 else ": the first stage does not resolve the best trees, the "
+               "last stage (more tokens) decides")]
+
+
+def cost_line(config: dict, c: dict) -> str:
+    """The search's cost in units that do not depend on the machine."""
+    return (f"- cost (machine-independent): {c['candidates']} candidates proposed, "
+            f"{c.get('hurdled', 0)} rejected by the hurdle's proxy, "
+            f"{c['evaluated']} first-stage evaluations, {c.get('later_evals', 0)} later-stage "
+            f"evaluations, {forward_tokens(config, c):,} candidate forward tokens")
+
+
 def summary_text(config: dict, searcher, rows: list[dict], math_form: str, wall_s: float,
                  best: dict | None = None, tuning: dict | None = None) -> str:
     """summary.md: the best formula, its test-split perplexity beside the baselines (``rows``
@@ -190,8 +227,10 @@ def summary_text(config: dict, searcher, rows: list[dict], math_form: str, wall_
     fitness = config.get("fitness") or (
         f"validation perplexity, {config['evaluation']['max_windows']}"
         f" windows x {config['evaluation']['seqlen']} tokens")
+    refill = (f" (refilled up to {s['refill']} rounds while fewer were evaluated)"
+              if s.get("refill") else "")
     lines += ["## Search", "", f"- fitness: {fitness}",
-              f"- population {s['population']}, {s['offspring']} children per generation, "
+              f"- population {s['population']}, {s['offspring']} children per generation{refill}, "
               f"{searcher.generation} generations after the initial one, elite {s['elite']}, "
               f"tournament {s['tournament']}",
               f"- candidates {c['candidates']}: evaluated {c['evaluated']} (failed "
@@ -201,7 +240,8 @@ def summary_text(config: dict, searcher, rows: list[dict], math_form: str, wall_
               + (f"; mask fingerprint FAILED for {c['fp_failed']} (evaluated in full, "
                  "not deduplicated by mask: see `fingerprint_error` in log.jsonl)"
                  if c.get("fp_failed") else ""),
-              f"- wall time of this session: {wall_s / 60:.1f} min", "",
+              cost_line(config, c), *agreement_lines(searcher, best),
+              f"- wall time of this session: {wall_s / 60:.1f} min (depends on the machine)", "",
               "Diversity: distinct masks in the population, the largest share of it descending "
               "from one root (a seed, `init` or `immigrant`), and the best-to-median gap "
               "(median / best - 1), all on the selection (first-stage) fitness.", "",

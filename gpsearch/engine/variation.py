@@ -16,6 +16,7 @@ from functools import partial
 from deap import gp
 
 from gpsearch.engine.primitives import Individual, within_limits
+from gpsearch.engine.result import fitness_level
 from gpsearch.engine.space import SearchSpace
 from gpsearch.errors import UserError
 
@@ -60,8 +61,9 @@ def master_rng(rng: random.Random):
 
 
 def rank_key(ind: Individual) -> tuple:
-    """Sort order of individuals: lower fitness, then smaller tree, then text (deterministic)."""
-    return (ind.fitness, len(ind), str(ind))
+    """Sort order of individuals: lower fitness (on the grid of ``fitness_level``: kernel noise
+    does not decide), then smaller tree, then text (deterministic)."""
+    return (fitness_level(ind.fitness), len(ind), str(ind))
 
 
 def tournament(pool: list[Individual], rng: random.Random, size: int) -> Individual:

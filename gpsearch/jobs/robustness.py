@@ -57,7 +57,7 @@ def run_robustness(cfg: RobustnessConfig, evaluator=None, progress: bool = True)
         load_tree(cfg.reference)
     check_conditions_text(cfg.conditions)
     for c in plan_conditions(cfg.conditions, {"W", "X", "G"}):
-        _pattern_of(c, cfg)
+        pattern_of(c, cfg)
     if evaluator is None:
         from gpsearch.pruning.evaluator import Evaluator
 
@@ -96,7 +96,7 @@ def robustness(evaluator, cfg: RobustnessConfig, ev: EvalConfig, progress: bool 
     used = set(terminals_used(tree)) | (set(terminals_used(ref)) if ref is not None else set())
     conds = plan_conditions(cfg.conditions, used)
     for c in conds:  # every pattern and sparsity checked before the first forward pass
-        _pattern_of(c, cfg)
+        pattern_of(c, cfg)
     t0 = time.perf_counter()
     scored: dict[str, float] = {}  # mask digest -> ppl
     trees = {"tree": tree, **({"reference": ref} if ref is not None else {})}
@@ -108,7 +108,7 @@ def robustness(evaluator, cfg: RobustnessConfig, ev: EvalConfig, progress: bool 
         t1 = time.perf_counter()
         row = {"condition": c.label(), **c.to_dict()}
         for role, node in trees.items():
-            digest, ppl = _score(evaluator, node, c, cfg, ev, scored)
+            digest, ppl = score_condition(evaluator, node, c, cfg, ev, scored)
             if c == Condition():
                 base_digest[role] = digest
             row[f"{role}_ppl"] = ppl
@@ -136,7 +136,9 @@ def robustness(evaluator, cfg: RobustnessConfig, ev: EvalConfig, progress: bool 
             "dense_ppl": dense_ppl, "rows": rows, "seconds": time.perf_counter() - t0}
 
 
-def _pattern_of(c: Condition, cfg: RobustnessConfig):
+def pattern_of(c: Condition, cfg) -> tuple:
+    """(sparsity, Pattern) of condition ``c`` on top of ``cfg``'s sparsity, pattern and scope
+    (an N:M pattern alone brings its own sparsity); a bad one is a UserError."""
     from gpsearch.pruning.masks import check_sparsity, parse_pattern
 
     pattern = c.pattern or cfg.pattern
@@ -148,12 +150,17 @@ def _pattern_of(c: Condition, cfg: RobustnessConfig):
     return sparsity, parse_pattern(pattern, sparsity, cfg.scope)
 
 
-def _score(evaluator, node, c: Condition, cfg: RobustnessConfig, ev: EvalConfig,
-           scored: dict) -> tuple[str, float]:
-    """(digest of the masks, perplexity) of ``node`` under condition ``c``."""
+def score_condition(evaluator, node, c: Condition, cfg, ev: EvalConfig, scored: dict,
+                    windows=None) -> tuple[str, float]:
+    """(digest of the masks, perplexity) of ``node`` under condition ``c`` at ``cfg``'s sparsity,
+    pattern and scope (a ``RobustnessConfig`` or anything with those three). ``scored`` (mask
+    digest -> perplexity) is filled and reused: one dict per set of windows. ``windows``: a
+    [n, seqlen] tensor to measure on instead of ``ev``'s windows (the funnel's held-apart
+    slice)."""
+    from gpsearch.fitness.perplexity import perplexity
     from gpsearch.pruning.fingerprint import digest, pack
 
-    sparsity, pattern = _pattern_of(c, cfg)
+    sparsity, pattern = pattern_of(c, cfg)
     calib = None
     if c.changes_features():
         calib = dataclasses.replace(
@@ -165,7 +172,8 @@ def _score(evaluator, node, c: Condition, cfg: RobustnessConfig, ev: EvalConfig,
     if d not in scored:
         try:
             evaluator.apply_masks(masks)
-            scored[d] = evaluator.perplexity(ev, progress=False)["ppl"]
+            scored[d] = (evaluator.perplexity(ev, progress=False) if windows is None else
+                         perplexity(evaluator.model, windows, ev.batch_size))["ppl"]
         finally:
             evaluator.restore()
     return d, scored[d]

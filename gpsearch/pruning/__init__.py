@@ -4,5 +4,6 @@ statistics behind them, masks per structure (unstructured rows, N:M), mask finge
 
 Modules: ``evaluator``, ``features``, ``stats``, ``masks``, ``ranked`` (one score at many
 sparsities), ``fingerprint`` (exact mask hashes, the mask cache and the services the search
-engine receives). Imports ``allocation``, ``fitness``, ``model``, ``tree`` and below.
+engine receives), ``proxy`` (the hurdle's output-error proxy, no forward pass). Imports
+``allocation``, ``fitness``, ``model``, ``tree`` and below.
 """

@@ -55,6 +55,10 @@ class EvalWorker:
                                      allocation=spec.get("allocation"))
         self.evaluator.windows(ev)  # tokenise the validation windows once, up front
 
+    def ping(self) -> int:
+        """This worker's pid: a cheap call that fails once the actor is gone."""
+        return os.getpid()
+
     def prepare(self, kinds: list[str]) -> dict:
         """Load (or compute and cache) the features; says which kinds were computed here."""
         import torch
@@ -68,6 +72,9 @@ class EvalWorker:
 
     def fingerprint(self, expr: str) -> str | None:
         return self.backend.fingerprint_one(expr)
+
+    def proxy(self, expr: str) -> float | None:
+        return self.backend.proxy_one(expr)
 
     def evaluate(self, expr: str, windows: tuple[int, int] | None = None) -> EvalResult:
         try:

@@ -84,6 +84,12 @@ class MultiConditionBackend:
                          else [None] * len(exprs))
         return [combine_fingerprints([p[i] for p in per]) for i in range(len(exprs))]
 
+    def proxy_many(self, exprs: list[str]) -> list[float | None]:
+        """The hurdle's proxies under the first condition (the baseline's features)."""
+        first = self.backends[0]
+        return (list(first.proxy_many(exprs)) if hasattr(first, "proxy_many")
+                else [None] * len(exprs))
+
     def evaluate_one(self, expr: str, windows: tuple[int, int] | None = None) -> EvalResult:
         return self.evaluate_many([expr], windows)[0]
 

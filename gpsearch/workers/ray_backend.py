@@ -9,8 +9,13 @@ Scheduling is our own loop on ``ray.wait`` (``ActorPool`` stops at the first exc
 candidate in flight per actor, results in input order, duplicates in one call evaluated once.
 A candidate that raises in the actor is penalised, not retried; a worker that dies (crash, OOM
 kill, lost node) is replaced and its candidate retried ``max_retries`` times, then penalised; a
-candidate past ``eval_timeout`` s gets its actor killed and replaced and is penalised. No result
-is lost and ``evaluate_many`` never raises because of a worker. Actor side: ``actor``.
+candidate past ``eval_timeout`` s gets its actor killed and replaced and is penalised. A worker
+slot whose actor dies or fails to start ``max_slot_failures`` times in a row (no evaluation
+completed in between) is dropped, with a warning; a node that joins the cluster later gets the
+dropped slots back (``refresh``, between batches). No result is lost and ``evaluate_many`` raises
+only when no worker is left (``NoLiveWorkerError``, one line). Every result a worker computed
+names it: ``extra["worker"] = {"node": Ray node id, "pid": ..., "slot": ...}``. Actor side:
+``actor``.
 """
 
 from __future__ import annotations
@@ -23,22 +28,31 @@ import time
 from collections import deque
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from gpsearch.engine.result import EvalResult
-from gpsearch.errors import UserError
+from gpsearch.errors import BackendLost, UserError
 from gpsearch.workers.actor import EvalWorker, worker_spec
 
-START_ATTEMPTS = 2  # a worker slot whose replacement fails to start this many times is dropped
+MAX_SLOT_FAILURES = 3  # deaths or failed starts in a row after which a worker slot is dropped
+CLOSE_WAIT_S = 15.0  # how long close() waits for killed actors to be gone
 RESOURCES = ("auto", "gpu", "cpu")
 log = logging.getLogger(__name__)
 
 
+class NoLiveWorkerError(BackendLost):
+    """Every worker slot was dropped: the search cannot go on (one line at the CLI)."""
+
+
 @dataclasses.dataclass
 class _Slot:
-    """A worker position: its current actor and how many starts in a row failed."""
+    """A worker position: its current actor, where that actor runs ({"node", "pid"}, once
+    started) and its failures in a row (deaths and failed starts since it last completed an
+    evaluation)."""
     index: int
     actor: object = None
-    start_failures: int = 0
+    failures: int = 0
+    where: dict = dataclasses.field(default_factory=dict)
 
 
 class RayBackend:
@@ -71,12 +85,16 @@ class RayBackend:
         if eval_timeout is not None and eval_timeout <= 0:
             raise UserError("eval timeout must be positive (seconds)")
         self.eval_timeout, self.max_retries = eval_timeout, max_retries
-        self.startup_timeout = startup_timeout
-        self.stats = {"evaluated": 0, "failed": 0, "retries": 0, "restarts": 0, "timeouts": 0}
+        self.startup_timeout, self.workers = startup_timeout, workers
+        self.max_slot_failures = MAX_SLOT_FAILURES
+        self.stats = {"evaluated": 0, "failed": 0, "retries": 0, "restarts": 0, "timeouts": 0,
+                      "dropped": 0, "added": 0}
         self._owns_ray, self._slots = False, []
         self._idle: list[_Slot] = []
         self._starting: dict = {}  # ready ref -> (slot, start time)
+        self._last_failure = ""
         self._connect(address)
+        self._nodes = _alive_nodes()  # node id -> resources; new nodes get dropped slots back
         # placement_workers: the actors of every backend sharing the cluster (multi-condition
         # fitness runs one backend per condition), so each actor gets its share, not all of it
         opts, threads, device = placement(ray.cluster_resources(), placement_workers or workers,
@@ -86,16 +104,19 @@ class RayBackend:
         self._spec = worker_spec(model, calib, ev, sparsity, pattern, scope, mode, dtype, device,
                                  cache_dir, fitness=fitness, topk=topk, device_map=device_map,
                                  rescale=rescale, allocation=allocation)
-        self._cls, self._opts, self._threads = ray.remote(worker_cls), opts, threads
+        self._cls, self._opts, self._threads = ray.remote(_located(worker_cls)), opts, threads
         self._features = list(features)
         self.placement = {"workers": workers, "threads": threads, "device": device, **opts}
         try:  # all actors load the model at once; the first alone computes missing features
             self._slots = [_Slot(i) for i in range(workers)]
             for slot in self._slots:
                 self._new_actor(slot)
-            ray.get(self._slots[0].actor.prepare.remote(self._features), timeout=startup_timeout)
-            ray.get([s.actor.prepare.remote(self._features) for s in self._slots[1:]],
-                    timeout=startup_timeout)
+            first = ray.get(self._slots[0].actor.prepare.remote(self._features),
+                            timeout=startup_timeout)
+            rest = ray.get([s.actor.prepare.remote(self._features) for s in self._slots[1:]],
+                           timeout=startup_timeout)
+            for slot, info in zip(self._slots, [first, *rest]):
+                slot.where = _where(info)
         except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError) as e:
             self.close()
             why = _message(e).removeprefix("gpsearch.errors.UserError: ")
@@ -114,13 +135,51 @@ class RayBackend:
             raise UserError(f"cannot start or join Ray ({address or 'local'}): {e}") from None
         self._owns_ray = True
 
-    def _new_actor(self, slot: _Slot):
-        slot.actor = self._cls.options(**self._opts).remote(self._spec, self._threads)
+    def _new_actor(self, slot: _Slot, node: str | None = None):
+        """A fresh actor for ``slot`` (on ``node`` if it has room: a node that just joined)."""
+        opts = dict(self._opts)
+        if node is not None:
+            opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=True)
+        slot.actor = self._cls.options(**opts).remote(self._spec, self._threads)
+        slot.where = {}
         return slot.actor
+
+    @property
+    def live_workers(self) -> int:
+        """Workers started and serving (not counting replacements still starting)."""
+        return len(self._slots) - len(self._starting)
+
+    def refresh(self) -> None:
+        """Between batches: take up the replacements that have started meanwhile, and when a
+        node has joined the cluster while slots are missing (dropped), start them there, up to
+        ``workers`` and as many as the node has room for."""
+        if self._starting:
+            ready, _ = ray.wait(list(self._starting), num_returns=len(self._starting), timeout=0)
+            for ref in ready:
+                self._started(ref)
+        missing = self.workers - len(self._slots)
+        if missing <= 0:
+            return
+        nodes, self._nodes = self._nodes, _alive_nodes()
+        for node, resources in self._nodes.items():
+            room = 0 if node in nodes else _room(resources, self._opts)
+            for _ in range(min(missing, room)):
+                self._add_slot(node)
+                missing -= 1
+
+    def _add_slot(self, node: str) -> None:
+        slot = _Slot(max((s.index for s in self._slots), default=-1) + 1)
+        self._slots.append(slot)
+        self.stats["added"] += 1
+        log.warning("Ray worker %d added on node %s, which joined the cluster", slot.index, node)
+        actor = self._new_actor(slot, node)
+        self._starting[actor.prepare.remote(self._features)] = (slot, time.monotonic())
 
     def dense_nll(self) -> list[float]:
         """Per-window NLL of the dense model on every validation window (one worker)."""
         if getattr(self, "_dense_nll", None) is None:
+            if not self._slots:
+                raise self._no_worker()
             slot = self._idle[0] if self._idle else self._slots[0]
             self._dense_nll = ray.get(slot.actor.dense_nll.remote(), timeout=self.startup_timeout)
         return self._dense_nll
@@ -134,11 +193,18 @@ class RayBackend:
         out = self.evaluate_many(exprs, method="fingerprint")
         return [None if isinstance(r, EvalResult) else r for r in out]
 
+    def proxy_many(self, exprs: list[str]) -> list[float | None]:
+        """The hurdle's proxies computed on the workers (None where a worker failed)."""
+        out = self.evaluate_many(exprs, method="proxy")
+        return [None if isinstance(r, EvalResult) else r for r in out]
+
     def evaluate_many(self, exprs: list[str], windows: tuple[int, int] | None = None,
                       method: str = "evaluate") -> list[EvalResult]:
-        """One result per expression, in input order; never raises because of a worker.
+        """One result per expression, in input order. A worker's failure never raises: it is
+        retried or penalised; only the loss of every worker does (``NoLiveWorkerError``).
         windows: the validation windows [a, b) to score (None: all)."""
         exprs = list(exprs)
+        self.refresh()
         args = (tuple(windows),) if (method == "evaluate" and windows is not None) else ()
         todo = deque((e, 0) for e in dict.fromkeys(exprs))  # (expr, retries so far)
         done: dict[str, EvalResult] = {}
@@ -150,9 +216,7 @@ class RayBackend:
                 call = getattr(slot.actor, method)
                 busy[call.remote(expr, *args)] = (slot, expr, tries, time.monotonic())
             if not busy and not self._starting:
-                for expr, _ in todo:
-                    done[expr] = EvalResult.failure(expr, "no live Ray worker left")
-                break
+                raise self._no_worker()
             ready, _ = ray.wait(list(busy) + list(self._starting), num_returns=1,
                                 timeout=self._wait_s(busy))
             for ref in ready:
@@ -168,17 +232,21 @@ class RayBackend:
         self.stats["failed"] += sum(not r.ok for r in done.values())
         return out
 
+    def _no_worker(self) -> NoLiveWorkerError:
+        return NoLiveWorkerError(
+            f"no live Ray worker left: {self.stats['dropped']} dropped after "
+            f"{self.max_slot_failures} failures in a row (last: {self._last_failure}); what was "
+            "written before is intact (a search resumes with --resume RUN_DIR)")
+
     def _finished(self, ref, job, todo: deque, done: dict) -> None:
         slot, expr, tries, t0 = job
         try:
-            done[expr] = ray.get(ref)
-            self._idle.append(slot)
+            result = ray.get(ref)
         except ray.exceptions.RayTaskError as e:  # the evaluation raised: the worker is fine
-            done[expr] = EvalResult.failure(expr, _message(e), time.monotonic() - t0)
-            self._idle.append(slot)
+            result = EvalResult.failure(expr, _message(e), time.monotonic() - t0)
         except ray.exceptions.RayError as e:  # the worker died (crash, OOM kill, lost node)
             log.warning("Ray worker %d died while evaluating %s: %s", slot.index, expr, _message(e))
-            self._restart(slot)
+            self._failed(slot, f"died: {_message(e)}")
             if tries < self.max_retries:
                 self.stats["retries"] += 1
                 todo.appendleft((expr, tries + 1))
@@ -186,26 +254,35 @@ class RayBackend:
                 done[expr] = EvalResult.failure(
                     expr, f"worker died {tries + 1} times evaluating it: {_message(e)}"[:300],
                     time.monotonic() - t0)
+            return
+        if isinstance(result, EvalResult):  # (fingerprints are plain strings)
+            result.extra["worker"] = {**slot.where, "slot": slot.index}
+        done[expr] = result
+        slot.failures = 0
+        self._idle.append(slot)
 
     def _started(self, ref) -> None:
         slot, _ = self._starting.pop(ref)
         try:
-            ray.get(ref)
+            slot.where = _where(ray.get(ref))
         except ray.exceptions.RayError as e:
-            self._start_failed(slot, _message(e))
+            self._failed(slot, f"failed to start: {_message(e)}")
             return
-        slot.start_failures = 0
         self._idle.append(slot)
 
-    def _start_failed(self, slot: _Slot, why: str) -> None:
-        slot.start_failures += 1
-        if slot.start_failures < START_ATTEMPTS:
+    def _failed(self, slot: _Slot, why: str) -> None:
+        """The slot's actor died or did not start: replace it, or drop the slot when it has
+        failed ``max_slot_failures`` times in a row (a bad node, a worker that cannot run)."""
+        slot.failures += 1
+        self._last_failure = f"worker {slot.index} {why}"[:300]
+        if slot.failures < self.max_slot_failures:
             self._restart(slot)
             return
-        log.warning("Ray worker %d dropped: it failed to start %d times (%s)", slot.index,
-                    slot.start_failures, why)
+        log.warning("Ray worker %d dropped after %d failures in a row (last: %s); %d left",
+                    slot.index, slot.failures, why, len(self._slots) - 1)
         _kill(slot.actor)
         self._slots.remove(slot)
+        self.stats["dropped"] += 1
 
     def _restart(self, slot: _Slot) -> None:
         _kill(slot.actor)
@@ -234,13 +311,17 @@ class RayBackend:
         for ref, (slot, t0) in list(self._starting.items()):
             if now - t0 >= self.startup_timeout:
                 del self._starting[ref]
-                self._start_failed(slot, f"not started after {self.startup_timeout:g} s")
+                self._failed(slot, f"not started after {self.startup_timeout:g} s")
 
     # ---- teardown -----------------------------------------------------------------------------
     def close(self) -> None:
-        """Kill our actors; shut Ray down only if this backend started or joined it."""
-        for slot in self._slots:
-            _kill(slot.actor)
+        """Kill our actors and wait (at most ``CLOSE_WAIT_S``) until they are gone: ``ray.kill``
+        is asynchronous, and a call already on its way can still be served by a dying actor.
+        Ray is shut down only if this backend started or joined it."""
+        actors = [slot.actor for slot in self._slots if slot.actor is not None]
+        for actor in actors:
+            _kill(actor)
+        _wait_gone(actors, CLOSE_WAIT_S)
         self._slots, self._idle, self._starting = [], [], {}
         if self._owns_ray and ray.is_initialized():
             ray.shutdown()
@@ -267,6 +348,48 @@ def placement(total: dict, workers: int, resources: str, device: str,
     # CPU split: Ray wants whole numbers above 1 and at most 4 decimals below
     num = float(int(per_cpu)) if per_cpu >= 1 else math.floor(per_cpu * 1e4) / 1e4
     return {"num_cpus": num}, threads, device
+
+
+def _located(worker_cls: type) -> type:
+    """The actor class: ``worker_cls`` whose ``prepare`` also says which Ray node the actor
+    runs on (the worker classes themselves import no Ray)."""
+    class Located(worker_cls):
+        def prepare(self, kinds: list[str]) -> dict:
+            return {**super().prepare(kinds), "node": ray.get_runtime_context().get_node_id()}
+
+    Located.__name__ = Located.__qualname__ = worker_cls.__name__
+    return Located
+
+
+def _where(info) -> dict:
+    """{"node", "pid"} from what ``prepare`` returned (empty for a worker that says nothing)."""
+    info = info if isinstance(info, dict) else {}
+    return {k: info[k] for k in ("node", "pid") if k in info}
+
+
+def _alive_nodes() -> dict:
+    """Node id -> total resources of every live node of the cluster."""
+    return {n["NodeID"]: n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")}
+
+
+def _room(resources: dict, opts: dict) -> int:
+    """How many actors with options ``opts`` (num_cpus, num_gpus) fit in ``resources``."""
+    need = {"CPU": opts.get("num_cpus", 1), "GPU": opts.get("num_gpus", 0)}
+    return int(min((resources.get(k, 0) // v for k, v in need.items() if v > 0), default=0))
+
+
+def _wait_gone(actors: list, budget_s: float) -> None:
+    """Ping each killed actor until Ray says it is dead, within ``budget_s`` seconds in all."""
+    deadline = time.monotonic() + budget_s
+    for actor in actors:
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                ray.get(actor.ping.remote(), timeout=left)
+            except ray.exceptions.RayActorError:
+                break  # gone
+            except Exception:  # timed out, or a worker class without ping  # noqa: BLE001
+                return
+            time.sleep(0.05)
 
 
 def _kill(actor) -> None:

@@ -3,6 +3,8 @@
 - ``fingerprint_many(exprs)``: the hash of each candidate's whole masks on the real features
   ("invalid: why" for a tree that fails on them); the masks are kept for the evaluation that
   usually follows (``MaskCache``).
+- ``proxy_many(exprs)``: the hurdle's cheap proxy of each candidate (``gpsearch.pruning.proxy``),
+  from the masks ``fingerprint_many`` kept; None where the tree fails.
 - ``evaluate_many(exprs, windows=None)``: prune, score the validation windows ``[a, b)`` (all
   when None), restore. ``extra["nll"]`` / ``extra["kl"]`` hold the per-window values, so a staged
   search can add windows later; ``fitness`` is the score over the windows scored in this call.
@@ -47,6 +49,7 @@ class SerialBackend:
         self._dense_nll = None
         self.allocation = _spec(allocation)
         self._fixed_allocation = None
+        self._proxy = None  # the hurdle's OutputErrorProxy, built on first use
 
     def sparsity_for(self, tree):
         """The sparsity to prune ``tree`` at: the float, or an ``Allocated`` (see module doc)."""
@@ -101,6 +104,37 @@ class SerialBackend:
 
     def fingerprint_many(self, exprs: list[str]) -> list[str | None]:
         return [self.fingerprint_one(e) for e in exprs]
+
+    # ---- the hurdle's proxy -------------------------------------------------------------------
+    def proxy_one(self, expr: str) -> float | None:
+        """The output-error proxy of ``expr`` (``gpsearch.pruning.proxy``; lower is better), from
+        the masks its fingerprint kept when there are some, else from its scores on the proxy's
+        linears alone; None for a tree that fails on the features."""
+        from gpsearch.allocation.levels import ratio_of
+        from gpsearch.pruning.fingerprint import unpack
+        from gpsearch.pruning.masks import make_mask
+        from gpsearch.pruning.proxy import OutputErrorProxy
+
+        if self._proxy is None:
+            self._proxy = OutputErrorProxy(self.evaluator)
+        proxy, ev = self._proxy, self.evaluator
+        try:
+            packed = self.masks.get(expr) if self.mode == "dense" else None
+            if packed is not None:
+                masks = {n: unpack(*packed[n]) for n in proxy.names}
+            else:
+                tree = parse_prefix(expr, _registry())
+                sparsity = self.sparsity_for(tree)
+                with self.condition():
+                    ev.prepare(tree)
+                    masks = {n: make_mask(ev.score(tree, n), ratio_of(sparsity, n), self.pattern)
+                             for n in proxy.names}
+            return proxy(masks)
+        except (TreeError, *NUMERIC):
+            return None
+
+    def proxy_many(self, exprs: list[str]) -> list[float | None]:
+        return [self.proxy_one(e) for e in exprs]
 
     # ---- evaluation ---------------------------------------------------------------------------
     def reference(self):

@@ -14,6 +14,8 @@ from gpsearch.engine.primitives import parse_expr
 from gpsearch.engine.result import PENALTY, EvalResult, fitness_of
 from gpsearch.engine.rundir import RunDir
 from gpsearch.engine.space import load_space
+from gpsearch.engine.variation import VariationConfig
+from gpsearch.errors import UserError
 from gpsearch.pruning.fingerprint import ExprServices
 from gpsearch.pruning.masks import make_mask, parse_pattern
 from gpsearch.tree import EXTENDED, PRUNERZERO, check_score, evaluate, load_tree, parse_prefix
@@ -222,3 +224,39 @@ def test_search_package_never_imports_torch_or_ray():
             " gpsearch.engine.variation, gpsearch.engine.space; "
             "bad = [m for m in ('torch', 'ray') if m in sys.modules]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_init_population_evaluates_more_trees_and_keeps_the_best():
+    log = []
+    cfg = SearchConfig(population=8, offspring=8, elite=4, seed=5, init_population=24)
+    s = Searcher(SPACE, FakeBackend(), cfg, services())
+    s.on_evaluation.append(log.append)
+    s.step()
+    assert len(log) == 24 and len(s.population) == 8
+    valid = sorted(r["fitness"] for r in log)
+    assert s.population[0].fitness == valid[0]  # the best of the 24 survives
+    assert [i.fitness for i in s.population[:4]] == valid[:4]  # and the elite
+    with pytest.raises(UserError, match="init_population"):
+        SearchConfig(population=8, init_population=4)
+
+
+def test_niches_keep_the_best_tree_of_an_input_set_the_elite_lacks():
+    # The elite (2) is W-only; X-reading trees rank below every W-only tree in this pool, so
+    # elitism + a strong tournament drop them; a niche slot keeps the best X-reading one.
+    strong = VariationConfig(tournament=8)
+    cfg = SearchConfig(population=4, offspring=4, elite=2, seed=0, niches=1, variation=strong)
+    s = Searcher(SPACE, FakeBackend(), cfg, TreeServices())
+    pool = []
+    for expr, fit in [("W", 1.0), ("sqr(W)", 1.1), ("abs(W)", 1.2), ("exp(W)", 1.3),
+                      ("log(W)", 1.4), ("mul(W, X)", 5.0), ("add(W, X)", 6.0), ("X", 7.0)]:
+        ind = s._prepare(parse_expr(expr, s.pset))
+        ind.fitness = fit
+        pool.append(ind)
+    kept = [str(i) for i in s._survivors(pool)]
+    assert kept[:2] == ["W", "sqr(W)"] and "mul(W, X)" in kept and len(kept) == 4
+    assert "add(W, X)" not in kept  # one slot: only the best of the niche {W, X}
+    plain = Searcher(SPACE, FakeBackend(), SearchConfig(population=4, offspring=4, elite=2,
+                                                        seed=0, variation=strong), TreeServices())
+    assert all("X" not in e for e in map(str, plain._survivors(pool)))
+    with pytest.raises(UserError, match="niches"):
+        SearchConfig(population=4, elite=2, niches=3)

@@ -29,10 +29,9 @@ EXPRS = ["mul(W, sqrt(X))", "W", "mul(W, X)", "add(W, G)", "mul(G, W)", "div(W, 
 BAD = "nosuchop(W)"
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory, ray_session):
-    """Saved tiny model + corpus + configs, on the test run's one Ray instance."""
-    root = tmp_path_factory.mktemp("ray_backend")
+def tiny_env(root) -> dict:
+    """Saved tiny model + corpus + backend specs under ``root``, and a fault-injecting worker
+    class bound to ``root/faults.json``."""
     make_llama().save_pretrained(root / "model")
     make_tokenizer().save_pretrained(root / "model")
     corpus = write_corpus(root / "corpus.txt")
@@ -40,7 +39,14 @@ def env(tmp_path_factory, ray_session):
                  calib=CalibConfig(data=corpus, nsamples=4, seqlen=16, batch_size=2),
                  ev=EvalConfig(data=corpus, split="validation", seqlen=16, max_windows=4))
     faults = root / "faults.json"
-    yield {"root": root, "specs": specs, "faults": faults, "worker_cls": faulty_worker(str(faults))}
+    return {"root": root, "specs": specs, "faults": faults,
+            "worker_cls": faulty_worker(str(faults))}
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory, ray_session):
+    """``tiny_env`` on the test run's one Ray instance."""
+    yield tiny_env(tmp_path_factory.mktemp("ray_backend"))
 
 
 @pytest.fixture(scope="module")

@@ -30,6 +30,7 @@ from __future__ import annotations
 import time
 
 from gpsearch.engine.evaluation import capped_scores
+from gpsearch.engine.result import fitness_level
 from gpsearch.jobs.search.steps import cached_values
 
 ALLOWED = ("rescale", "nsamples", "seed")
@@ -106,7 +107,7 @@ def robust_pick(p, backend, searcher, candidates: list[dict], windows: int) -> d
         out["trees"].append({"expr": e, "scores": {lb: scores[e][lb][0] for lb in labels},
                              "ppl": {lb: scores[e][lb][1] for lb in labels},
                              "combined": combine(vals, how), "order": i})
-    best = min(out["trees"], key=lambda t: (t["combined"], t["order"]))
+    best = min(out["trees"], key=lambda t: (fitness_level(t["combined"]), t["order"]))
     out["winner"] = {**by_expr[best["expr"]], "pick": best["combined"]}
     out["seconds"] = time.perf_counter() - t0
     return out

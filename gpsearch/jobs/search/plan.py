@@ -27,11 +27,21 @@ DEFAULTS = {
     "pattern": "unstructured", "scope": "row", "seed": 0, "seed_trees": ["known"],
     "workers": 0, "ray_address": None, "eval_timeout": None, "report": "magnitude,wanda",
     "fitness": "kl", "stages": "512:1,2048:0.25", "topk": 512, "immigrants": 2,
+    "init_population": 0, "niches": 0,
+    # the hurdle: reject a candidate whose output-error proxy exceeds 1.25 x Wanda's tree's
+    # before its first-stage evaluation (bench/hurdle.json: 41-50% rejected, none of the 50 best)
+    "hurdle": 1.25,
+    # refill: up to 3 more rounds of children in a generation whose children were hurdled or
+    # duplicates, so that the hurdle buys candidates, not a shorter run
+    "refill": 3,
     "tune": 2, "device_map": None, "gpus_per_worker": 1, "report_update": 0,
     # multi-condition fitness (search/conditions.py, workers/multi.py): "" = off
     "fitness_models": "", "fitness_rescale": "", "fitness_seeds": "", "fitness_nsamples": "32",
     "fitness_reduce": "mean",
     "transfer_model": None, "robustness": 2,
+    # the summary's lead vs noise (search/lead.py): the hand trees and Wanda's tree at the next
+    # calibration seed on the test split (0 = off)
+    "lead_noise": 1,
     # layer-wise sparsity (allocation_run): None = every linear at --sparsity
     "allocation": None, "owl_m": DEFAULT_OWL_M, "owl_lambda": DEFAULT_OWL_LAMBDA,
     # the final stage: the best N hall-of-fame trees re-scored on more windows (0 = off)
@@ -39,14 +49,19 @@ DEFAULTS = {
     # the robust pick (search_pick): the hall of fame re-scored under these conditions; the best
     # worst-case (or mean) score is the result ("" = off: the search's own ranking decides)
     "pick_conditions": "", "pick_reduce": "max",
+    # the funnel after the run (jobs/funnel.py): funnels/NAME.json or a path; "" = off. It can
+    # replace the reported tree by its seed or a hand tree whose lead holds beyond noise
+    "funnel": "",
 }
 # What a run directory written before these settings existed ran with (kept on --resume).
 LEGACY = {"fitness": "ppl", "stages": "none", "topk": 512, "immigrants": 0, "tune": 0,
-          "allocation": None, "final_trees": 0, "pick_conditions": "", "fitness_nsamples": ""}
+          "init_population": 0, "niches": 0, "hurdle": 0.0, "refill": 0,
+          "allocation": None, "final_trees": 0, "pick_conditions": "", "fitness_nsamples": "",
+          "funnel": ""}
 RUNTIME_ONLY = {"generations", "report", "report_update", "tune", "test_windows", "workers",
                 "ray_address", "eval_timeout",
                 "cache_dir", "device_map", "gpus_per_worker",  # placement: results unchanged
-                "transfer_model", "robustness"}  # final report only
+                "transfer_model", "robustness", "lead_noise"}  # final report only
 
 
 def resolve_settings(given: dict, saved: dict | None = None) -> dict:
@@ -116,10 +131,23 @@ def plan(settings: dict, saved: dict | None = None) -> Plan:
         raise UserError(f"--topk must be at least 1 (got {s['topk']})")
     pattern = parse_pattern(s["pattern"], sparsity, s["scope"])
     allocation = _allocation_spec(s, pattern)
+    if s.get("funnel"):  # a bad funnel file fails now, not after the search
+        from gpsearch.jobs.funnel_spec import read_spec
+
+        if not isinstance(s["funnel"], str):
+            raise UserError(f"--funnel must be a funnel name or file (got {s['funnel']!r})")
+        read_spec(s["funnel"])
+    if not isinstance(s["hurdle"], (int, float)) or isinstance(s["hurdle"], bool):
+        raise UserError(f"--hurdle must be a number (got {s['hurdle']!r})")
+    if not isinstance(s["refill"], int) or isinstance(s["refill"], bool) or s["refill"] < 0:
+        raise UserError(f"--refill must be a whole number of rounds, 0 or more "
+                        f"(got {s['refill']!r})")
     search = SearchConfig(population=s["population"], offspring=s["offspring"],
                           elite=min(s["elite"], s["population"]), seed=s["seed"],
                           stages=tuple((st.windows, st.fraction) for st in stages),
                           fitness=s["fitness"], immigrants=min(s["immigrants"], s["offspring"]),
+                          init_population=s["init_population"], niches=s["niches"],
+                          hurdle=float(s["hurdle"]), refill=s["refill"],
                           variation=VariationConfig(p_crossover=s["p_crossover"],
                                                     p_mutation=s["p_mutation"],
                                                     tournament=s["tournament"]))

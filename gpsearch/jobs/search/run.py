@@ -66,6 +66,7 @@ def run_search(given: dict | None = None, out: str | None = None,
     returns {"run_dir", "best", "rows", "summary"}."""
     from gpsearch.engine import checkpoint, rundir_check
     from gpsearch.engine.rundir import RunDir, summary_text
+    from gpsearch.jobs.search.lead import lead_section
     from gpsearch.jobs.search.report import report_on_test, robustness_section, transfer_report
 
     t0 = time.perf_counter()
@@ -85,7 +86,8 @@ def run_search(given: dict | None = None, out: str | None = None,
         RunDir.check_new(out)
     print(f"search space {p.space.name} ({', '.join(p.space.terminals)}): population "
           f"{p.search.population}, {p.search.offspring} children x {settings['generations']} "
-          f"generations; sparsity {p.sparsity:g} {p.pattern}; seed {p.search.seed}")
+          f"generations{f' (refill up to {p.search.refill} rounds)' if p.search.refill else ''}"
+          f"; sparsity {p.sparsity:g} {p.pattern}; seed {p.search.seed}")
     print(f"fitness: {fitness_text(p)}; calibration {p.calib.to_dict()}")
     backend = build_backend(p)  # model, data and features load before the run directory exists
     if run_dir is None:
@@ -128,6 +130,9 @@ def run_search(given: dict | None = None, out: str | None = None,
         run_dir.write_progress(searcher.logbook)
         rows = report_on_test(p, backend, best["expr"], run_dir.path,
                               [h["expr"] for h in searcher.hof])
+        lead_md, lead = lead_section(p, backend, best["expr"], rows)
+        if lead:
+            run_dir.write_json("lead.json", lead)
         robust_md, robust = robustness_section(p, backend, searcher, best)
         if robust:
             run_dir.write_json("robustness.json", {"trees": robust})
@@ -139,7 +144,34 @@ def run_search(given: dict | None = None, out: str | None = None,
                         best=best, tuning=tuned)
     final_md = search_steps.rerank_markdown(final, p.ev.seqlen)
     pick_md = search_pick.pick_markdown(pick)
-    text += "".join("\n" + md for md in (final_md, pick_md, robust_md, transfer_md) if md)
-    run_dir.write_summary(text)
+    text += "".join("\n" + md for md in (lead_md, final_md, pick_md, robust_md, transfer_md)
+                    if md)
+    run_dir.write_summary(text)  # now: a funnel that fails later loses nothing of the search
+    if settings.get("funnel"):
+        text = _funnel(settings["funnel"], run_dir, backend, p, searcher, best, text)
     print(text)
     return {"run_dir": str(run_dir.path), "best": best, "rows": rows, "summary": text}
+
+
+def _funnel(conditions: str, run_dir, backend, p: Plan, searcher, best: dict, text: str) -> str:
+    """The funnel over the finished run (``gpsearch funnel``): funnel.{json,md}; when it reports
+    another tree than the search (its seed or a hand tree: the lead did not hold beyond noise),
+    best_tree.json becomes that tree and the summary says so. Returns the new summary."""
+    from gpsearch.jobs.funnel import FunnelConfig, run_funnel
+
+    evaluator = getattr(backend, "evaluator", None)  # the serial backend's resident model
+    if evaluator is not None and evaluator.calib != p.calib:
+        evaluator = None
+    rec = run_funnel(FunnelConfig(run_dir=str(run_dir.path), conditions=conditions),
+                     evaluator=evaluator)
+    reported = rec["reported"]["expr"]
+    lines = ["", "## Funnel", "", f"{rec['verdict'][0].upper()}{rec['verdict'][1:]}: the "
+             f"reported tree is `{reported}` ({rec['reported']['kind']}); every finalist under "
+             "every condition in `funnel.md`."]
+    if reported != best["expr"]:
+        run_dir.write_best_tree(reported, searcher.pset, p.save_tree)
+        lines.append(f"`best_tree.json` holds it, not the search's own best `{best['expr']}` "
+                     "(whose test-split row is above).")
+    text += "\n".join(lines) + "\n"
+    run_dir.write_summary(text)
+    return text

@@ -4,6 +4,7 @@ constant tuning of the best trees, the best tree as plain sympy text."""
 from __future__ import annotations
 
 from gpsearch.engine.evaluation import capped_scores
+from gpsearch.engine.result import fitness_level
 
 
 def tune_best(searcher, n: int) -> dict | None:
@@ -71,12 +72,14 @@ def run_with_progress(searcher, generations: int) -> None:
     from tqdm.auto import tqdm
 
     bar = tqdm(total=generations + 1, initial=searcher.generation + 1, desc="search", unit="gen")
-    live = {"evals": searcher.counters["evaluated"], "hits": 0}
+    live = {"evals": searcher.counters["evaluated"], "hits": 0, "hurdled": 0}
 
     def on_eval(record):
         live["evals"] += record["hit"] is None
         live["hits"] += record["hit"] in ("key", "fingerprint")
-        bar.set_postfix_str(f"evals {live['evals']} hits {live['hits']}", refresh=True)
+        live["hurdled"] += record["hit"] == "hurdle"
+        bar.set_postfix_str(f"evals {live['evals']} hits {live['hits']} hurdled "
+                            f"{live['hurdled']}", refresh=True)
 
     def on_gen(s, stats, seconds):
         bar.update(1)
@@ -87,7 +90,8 @@ def run_with_progress(searcher, generations: int) -> None:
                             f"{stats['distinct_masks']} top {100 * stats['top_root_share']:.0f}%")
         bar.write(f"gen {stats['gen']}: selection best {stats['best']:.4g} {stats['best_expr']} | "
                   f"hall best {hall['fitness']:.4g} {hall['expr']} ({seconds:.0f} s, "
-                  f"{stats['evaluated']} evaluated, {stats['distinct_masks']} masks, "
+                  f"{stats['evaluated']} evaluated, {stats.get('hurdled', 0)} hurdled, "
+                  f"{stats['distinct_masks']} masks, "
                   f"{stats['top_root']} {100 * stats['top_root_share']:.0f}%)" if hall else
                   f"gen {stats['gen']}: no tree evaluated yet")
 
@@ -134,7 +138,8 @@ def rerank_final(searcher, candidates: list[dict], n: int, windows: int) -> dict
         out["trees"].append(entry)
     scored = [e for e in out["trees"] if "final" in e]
     if scored:
-        w = min(scored, key=lambda e: e["final"])
+        # near-ties (kernel noise) go to the earlier hall-of-fame entry
+        w = min(scored, key=lambda e: (fitness_level(e["final"]), scored.index(e)))
         out["winner"] = {**by_expr[w["expr"]], "fitness": w["final"], "ppl": w["final_ppl"],
                          "windows": windows}
     return out

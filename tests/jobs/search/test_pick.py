@@ -174,7 +174,8 @@ def test_a_run_from_before_the_pick_resumes_without_it(tiny, tmp_path):  # noqa:
     args = [a for a in tiny]
     args[args.index("--pick-conditions") + 1] = "nsamples=8"
     base = ["search", *args, "--population", "4", "--offspring", "4", "--elite", "2", "--seed", "1",
-            "--robustness", "0", "--report", "none", "--tune", "0"]
+            "--robustness", "0", "--report", "none", "--tune", "0",
+            "--hurdle", "0"]  # the pick needs more trees than a hurdled tiny run evaluates
     assert main(base + ["--generations", "1", "--out", str(out)]) == 0
     assert (out / "pick.json").exists()
     (out / "pick.json").unlink()

@@ -42,7 +42,12 @@ def test_small_real_search_writes_the_run_directory(tiny, tmp_path, capsys):
     assert config["evaluation"]["split"] == "validation" and config["settings"]["population"] == 4
     assert config["commit"] == code_version()["commit"] and "dirty" in config
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
-    assert len(records) == 4 + 2 * 4 and {r["gen"] for r in records} == {0, 1, 2}
+    assert len(records) == cp["counters"]["candidates"] and {r["gen"] for r in records} == {0, 1, 2}
+    for gen in (1, 2):  # 4 children, refilled (default --refill 3) while fewer were evaluated
+        rs = [r for r in records if r["gen"] == gen]
+        evaluated = sum(r["hit"] is None for r in rs)
+        assert evaluated <= 4 and 4 <= len(rs) <= 4 * (1 + 3)
+        assert evaluated == 4 or len(rs) > 4
     assert any(r["hit"] == "fingerprint" and r["simplified"] == "mul(sqr(W), X)" for r in records)
     summary = (out / "summary.md").read_text()
     assert "Test split" in summary and "| `dense` |" in summary and "wanda" in summary
@@ -51,6 +56,24 @@ def test_small_real_search_writes_the_run_directory(tiny, tmp_path, capsys):
     assert staged and all(r["stages"][0]["windows"] == 2 for r in staged)
     assert {len(r["stages"]) for r in staged} == {1, 2}  # only some were promoted to stage 2
     assert cp["hof"] and all(h["windows"] == 4 for h in cp["hof"])
+    # the cost in machine-independent units: windows scored per candidate, summed, x seqlen
+    windows = sum(r["stages"][-1]["windows"] for r in staged if r["hit"] is None)
+    later = sum(len(r["stages"]) > 1 for r in staged if r["hit"] is None)
+    assert cp["counters"]["windows"] == windows and cp["counters"]["later_evals"] == later
+    assert f"{later} later-stage evaluations, {windows * 16:,} candidate forward tokens" in summary
+    n_full = sum(len(r["stages"]) == 2 for r in staged if r["hit"] is None)
+    assert f"selection vs last stage: over the {n_full} trees scored on every stage" in summary
+    assert f"{cp['counters']['hurdled']} rejected by the hurdle's proxy" in summary
+    # lead vs noise: the hand trees and Wanda's tree at calibration seed 1, on the test split
+    lead = json.loads((out / "lead.json").read_text())
+    report = json.loads((out / "test_report" / "results.json").read_text())["rows"]
+    by = {r["method"]: r["ppl"] for r in report}
+    assert lead["best_ppl"] == by[best_expr] and lead["hand_ppl"]["wanda_tree"] == by[
+        "mul(W, sqrt(X))"]  # reused from the test report: the same evaluator and windows
+    assert lead["noise"] >= 0.001 and lead["noise_seeds"] == [0, 1]
+    strongest = min(lead["hand_ppl"].values())
+    assert lead["margin"] == pytest.approx(1 - lead["best_ppl"] / strongest)
+    assert "## Lead vs noise (test split)" in summary and lead["verdict"] in summary
 
     # extend the finished run by one generation: it continues from its checkpoint
     # (and its report replays the best tree with a weight update, beside plain SparseGPT)

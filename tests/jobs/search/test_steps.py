@@ -23,7 +23,8 @@ def test_final_stage_rescores_the_best_trees_and_picks_the_best(tiny, tmp_path):
     out = tmp_path / "run"
     assert main(["search", *tiny, "--population", "6", "--offspring", "6", "--elite", "3",
                  "--generations", "2", "--seed", "2", "--out", str(out), "--robustness", "0",
-                 "--final-trees", "3", "--final-windows", "6", "--report", "none"]) == 0
+                 "--final-trees", "3", "--final-windows", "6", "--report", "none",
+                 "--hurdle", "0"]) == 0  # the final stage needs 3 trees in the hall
     final = json.loads((out / "final_stage.json").read_text())
     assert final["windows"] == 6 and len(final["trees"]) == 3
     assert len({e["expr"] for e in final["trees"]}) == 3
@@ -107,3 +108,31 @@ def test_rerank_final_scores_only_the_windows_the_search_has_not():
     assert final["t"] == pytest.approx(0.2) and out["winner"]["expr"] == "t"
     ppl = {e["expr"]: e["final_ppl"] for e in out["trees"]}
     assert ppl["a"] == pytest.approx(math.exp(1.5)) and ppl["t"] == pytest.approx(math.exp(1.0))
+
+
+def test_the_funnel_after_a_search_writes_its_table_and_the_reported_tree(tiny, tmp_path):  # noqa: F811
+    """--funnel FILE: the funnel runs on the finished run directory; best_tree.json is the tree
+    it reports (the search's own best, or its seed / a hand tree when the lead is within noise)
+    and summary.md says which."""
+    conds = tmp_path / "funnel.json"
+    conds.write_text(json.dumps({
+        "format": "gpsearch-funnel", "version": 1,
+        "conditions": [{"condition": "sparsity=0.6"}, {"condition": "pattern=2:4"},
+                       {"condition": "seed=1"}],
+        "hand_trees": ["wanda", "gblm"], "noise": {"tree": "wanda", "seeds": [1]}}))
+    out = tmp_path / "run"
+    assert main(["search", *tiny, "--population", "4", "--offspring", "4", "--elite", "2",
+                 "--generations", "1", "--seed", "2", "--out", str(out), "--robustness", "0",
+                 "--report", "none", "--tune", "0", "--funnel", str(conds)]) == 0
+    rec = json.loads((out / "funnel.json").read_text())
+    labels = {c["label"] for c in rec["conditions"]}
+    assert len(labels) == 4 and all(set(f["ppl"]) == labels for f in rec["finalists"])
+    reported = rec["reported"]["expr"]
+    assert parse_prefix(reported, EXTENDED) == load_tree(str(out / "best_tree.json"))
+    summary = (out / "summary.md").read_text()
+    assert "## Funnel" in summary and f"`{reported}`" in summary
+    assert (out / "funnel.md").read_text().startswith("## Funnel")
+    # a funnel file that does not exist fails before the search starts
+    assert main(["search", *tiny, "--generations", "0", "--out", str(tmp_path / "r2"),
+                 "--funnel", "no-such-funnel"]) == 2
+    assert not (tmp_path / "r2").exists()
