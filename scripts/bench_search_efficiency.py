@@ -7,6 +7,9 @@ Arms (same space, generator, depth limits, dedup and fitness; only the loop diff
   gp_noseeds    the GP loop without the seed trees
   gp_noseeds_diverse  the same with 48 random trees in generation 0 (the best 16 survive) and 4
                 survivor slots for the best tree of an input set the elite does not read
+  random_seeded random search that starts from the same seed trees as gp (every child a new
+                random tree): the control for "does the loop improve on its seeds better than
+                random sampling would, with the same prior knowledge and budget?"
 Each arm runs generations until it has fully evaluated ``--budget`` candidates (key and
 fingerprint hits and invalid trees are not evaluations: they cost no forward pass), recording the
 best-so-far first-stage validation fitness after every evaluation. The final best tree of each
@@ -45,6 +48,7 @@ ARMS = {
     "gp_noseeds_diverse": {"seed_trees": [], "init_population": 48, "niches": 4, "hurdle": 0},
     "gp_hurdle": {"hurdle": 1.25},
     "random_hurdle": {"seed_trees": [], "immigrants": 16, "hurdle": 1.25},
+    "random_seeded": {"immigrants": 16, "hurdle": 0},  # the seeds, then only random children
 }
 
 
@@ -143,6 +147,26 @@ def summarize(runs: list[dict]) -> dict:
         if ratios:
             out["evals_ratio_gp_vs_random"] = sum(ratios) / len(ratios)
             out["evals_ratio_per_seed"] = ratios
+    if "gp" in by_arm and "random_seeded" in by_arm:  # the same seeds: what the loop adds
+        pairs = [(g, next((x for x in by_arm["random_seeded"] if x["seed"] == g["seed"]), None))
+                 for g in by_arm["gp"]]
+        pairs = [(g, r) for g, r in pairs if r is not None]
+        if pairs:
+            ks = [evals_to_reach(g["curve"], r["final_best"]) for g, r in pairs]
+            ratios = [(k if k is not None else math.inf) / len(r["curve"])
+                      for k, (g, r) in zip(ks, pairs)]
+            out["gp_vs_random_seeded"] = {
+                "seeds": [g["seed"] for g, _ in pairs],
+                "evals_to_reach_random_seeded_final": ks,
+                "evals_ratio": ratios,
+                "evals_ratio_mean": sum(ratios) / len(ratios),
+                "final_best_gp": [g["final_best"] for g, _ in pairs],
+                "final_best_random_seeded": [r["final_best"] for _, r in pairs],
+                "gp_below_random_seeded": [1 - g["final_best"] / r["final_best"]
+                                           for g, r in pairs],
+                "how": "evals_ratio = first-stage evaluations the GP needs to reach the final "
+                       "best of random search started from the same seeds, over the budget; "
+                       "gp_below_random_seeded = 1 - GP final / random_seeded final"}
     return out
 
 
