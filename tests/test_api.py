@@ -80,7 +80,7 @@ def test_search_returns_the_real_result(tokenizer, tmp_path):
                           batch_size=4, stages="32:1", test_windows=4, population=4,
                           offspring=4, elite=2, generations=1, seed=1, tune=0, robustness=0,
                           cache_dir=str(tmp_path / "cache"), fitness_nsamples="",
-                          seed_trees=["wanda"], out=str(out))
+                          seed_trees=["wanda"], funnel="", out=str(out))
     assert set(res) == {"run_dir", "best", "rows", "summary"}
     assert Path(res["run_dir"]) == out
     assert (out / "summary.md").read_text().strip() == res["summary"].strip()

@@ -100,7 +100,8 @@ OPTS = {  # option -> (type, help)
     "funnel": (str, "after the run, its best trees, best seeds and the hand trees re-scored "
                     "under the conditions of funnels/NAME.json (or a path; e.g. default): the "
                     "reported tree must lead beyond noise under most of them (gpsearch funnel; "
-                    "'' = off)"),
+                    "'' = off; auto = funnels/quick.json where it applies, else the summary "
+                    "says why not)"),
     "pick_conditions": (str, "robust pick: the hall of fame re-scored on the ranking windows "
                              "under these conditions (comma-separated: nsamples=N, seed=N, "
                              "G=4, ...); the tree with the best worst-case (--pick-reduce) score "

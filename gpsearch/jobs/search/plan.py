@@ -50,9 +50,12 @@ DEFAULTS = {
     # worst-case (or mean) score is the result ("" = off: the search's own ranking decides)
     "pick_conditions": "", "pick_reduce": "max",
     # the funnel after the run (jobs/funnel.py): funnels/NAME.json or a path; "" = off. It can
-    # replace the reported tree by its seed or a hand tree whose lead holds beyond noise
-    "funnel": "",
+    # replace the reported tree by its seed or a hand tree whose lead holds beyond noise.
+    # "auto": funnels/quick.json where it applies (uniform sparsity, a resident model), else the
+    # summary says why it did not run (FUNNEL_AUTO)
+    "funnel": "auto",
 }
+AUTO_FUNNEL = "quick"  # the funnel file that --funnel auto runs
 # What a run directory written before these settings existed ran with (kept on --resume).
 LEGACY = {"fitness": "ppl", "stages": "none", "topk": 512, "immigrants": 0, "tune": 0,
           "init_population": 0, "niches": 0, "hurdle": 0.0, "refill": 0,
@@ -136,7 +139,7 @@ def plan(settings: dict, saved: dict | None = None) -> Plan:
 
         if not isinstance(s["funnel"], str):
             raise UserError(f"--funnel must be a funnel name or file (got {s['funnel']!r})")
-        read_spec(s["funnel"])
+        read_spec(AUTO_FUNNEL if s["funnel"] == "auto" else s["funnel"])
     if not isinstance(s["hurdle"], (int, float)) or isinstance(s["hurdle"], bool):
         raise UserError(f"--hurdle must be a number (got {s['hurdle']!r})")
     if not isinstance(s["refill"], int) or isinstance(s["refill"], bool) or s["refill"] < 0:

@@ -16,6 +16,7 @@ from gpsearch.errors import UserError
 from gpsearch.jobs.search import pick as search_pick
 from gpsearch.jobs.search import steps as search_steps
 from gpsearch.jobs.search.plan import (
+    AUTO_FUNNEL,
     DEFAULTS,
     Plan,
     build_searcher,
@@ -156,14 +157,33 @@ def run_search(given: dict | None = None, out: str | None = None,
 def _funnel(conditions: str, run_dir, backend, p: Plan, searcher, best: dict, text: str) -> str:
     """The funnel over the finished run (``gpsearch funnel``): funnel.{json,md}; when it reports
     another tree than the search (its seed or a hand tree: the lead did not hold beyond noise),
-    best_tree.json becomes that tree and the summary says so. Returns the new summary."""
+    best_tree.json becomes that tree and the summary says so. Returns the new summary.
+    ``conditions`` "auto": ``AUTO_FUNNEL`` where it applies; where it does not (a layer-wise
+    allocation, a pattern its conditions do not fit, no resident model), the summary says why
+    and how to run one."""
     from gpsearch.jobs.funnel import FunnelConfig, run_funnel
 
     evaluator = getattr(backend, "evaluator", None)  # the serial backend's resident model
     if evaluator is not None and evaluator.calib != p.calib:
         evaluator = None
-    rec = run_funnel(FunnelConfig(run_dir=str(run_dir.path), conditions=conditions),
-                     evaluator=evaluator)
+    cfg = FunnelConfig(run_dir=str(run_dir.path),
+                       conditions=AUTO_FUNNEL if conditions == "auto" else conditions)
+    why = None
+    if conditions == "auto" and evaluator is None:
+        why = "no resident model in this process (Ray workers or another calibration)"
+    try:
+        if why is None:  # (run_funnel checks every input before it scores anything)
+            rec = run_funnel(cfg, evaluator=evaluator)
+    except UserError as e:
+        if conditions != "auto":
+            raise
+        why = str(e)
+    if why:
+        text += (f"\n## Funnel\n\nNot run (`--funnel auto`): {why}. "
+                 f"`gpsearch funnel {run_dir.path} --conditions FILE` runs one with "
+                 "conditions that fit the run.\n")
+        run_dir.write_summary(text)
+        return text
     reported = rec["reported"]["expr"]
     lines = ["", "## Funnel", "", f"{rec['verdict'][0].upper()}{rec['verdict'][1:]}: the "
              f"reported tree is `{reported}` ({rec['reported']['kind']}); every finalist under "

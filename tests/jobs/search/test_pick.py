@@ -126,7 +126,8 @@ def test_search_picks_by_the_worst_condition_end_to_end(tiny, tmp_path):  # noqa
     args[args.index("--pick-conditions") + 1] = "nsamples=8"
     assert main(["search", *args, "--population", "6", "--offspring", "6", "--elite", "3",
                  "--generations", "2", "--seed", "2", "--out", str(out), "--robustness", "0",
-                 "--report", "none", "--tune", "0"]) == 0
+                 "--report", "none", "--tune", "0",
+                 "--funnel", ""]) == 0  # the pick's winner is best_tree.json: no funnel after it
     pick = json.loads((out / "pick.json").read_text())
     cp = json.loads((out / "checkpoint.json").read_text())
     assert pick["conditions"] == ["baseline", "nsamples=8"] and pick["windows"] == 4

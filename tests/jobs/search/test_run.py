@@ -28,7 +28,8 @@ def test_small_real_search_writes_the_run_directory(tiny, tmp_path, capsys):
     out = tmp_path / "run"
     args = ["search", *tiny, "--population", "4", "--offspring", "4", "--elite", "2",
             "--generations", "2", "--seed", "1", "--out", str(out),
-            "--seed-trees", "wanda", "mul(sqr(W), X)"]  # same mask as wanda: a fingerprint hit
+            "--seed-trees", "wanda", "mul(sqr(W), X)",  # same mask as wanda: a fingerprint hit
+            "--funnel", ""]  # best_tree.json is the search's own best (auto funnel: test_steps.py)
     assert main(args) == 0
     for name in ("config.json", "checkpoint.json", "log.jsonl", "hall_of_fame.csv",
                  "best_tree.json", "progress.png", "summary.md"):

@@ -24,7 +24,8 @@ def test_final_stage_rescores_the_best_trees_and_picks_the_best(tiny, tmp_path):
     assert main(["search", *tiny, "--population", "6", "--offspring", "6", "--elite", "3",
                  "--generations", "2", "--seed", "2", "--out", str(out), "--robustness", "0",
                  "--final-trees", "3", "--final-windows", "6", "--report", "none",
-                 "--hurdle", "0"]) == 0  # the final stage needs 3 trees in the hall
+                 "--hurdle", "0",  # the final stage needs 3 trees in the hall
+                 "--funnel", ""]) == 0  # its winner is best_tree.json: no funnel after it
     final = json.loads((out / "final_stage.json").read_text())
     assert final["windows"] == 6 and len(final["trees"]) == 3
     assert len({e["expr"] for e in final["trees"]}) == 3
@@ -136,3 +137,28 @@ def test_the_funnel_after_a_search_writes_its_table_and_the_reported_tree(tiny, 
     assert main(["search", *tiny, "--generations", "0", "--out", str(tmp_path / "r2"),
                  "--funnel", "no-such-funnel"]) == 2
     assert not (tmp_path / "r2").exists()
+
+
+def test_the_default_funnel_runs_quick_where_it_applies_and_says_why_not_elsewhere(
+        tiny, tmp_path):  # noqa: F811
+    """--funnel auto (the default): funnels/quick.json after a uniform unstructured search, and
+    best_tree.json is the tree it reports; on a 2:4 search, whose pattern its sparsity
+    conditions do not fit, the search still succeeds and the summary says why no funnel ran."""
+    common = [*tiny, "--population", "4", "--offspring", "4", "--elite", "2", "--generations",
+              "1", "--seed", "2", "--robustness", "0", "--report", "none", "--tune", "0"]
+    out = tmp_path / "run"
+    assert main(["search", *common, "--out", str(out)]) == 0
+    assert json.loads((out / "config.json").read_text())["settings"]["funnel"] == "auto"
+    rec = json.loads((out / "funnel.json").read_text())
+    assert rec["conditions_file"].endswith("quick.json")
+    assert [c["label"] for c in rec["conditions"]] == [
+        "searched", "sparsity=0.6", "sparsity=0.7", "pattern=2:4", "text=held-apart"]
+    assert load_tree(str(out / "best_tree.json")) == parse_prefix(rec["reported"]["expr"],
+                                                                  EXTENDED)
+    assert "## Funnel" in (out / "summary.md").read_text()
+
+    out24 = tmp_path / "run24"
+    assert main(["search", *common, "--pattern", "2:4", "--out", str(out24)]) == 0
+    assert not (out24 / "funnel.json").exists()
+    summary = (out24 / "summary.md").read_text()
+    assert "Not run (`--funnel auto`)" in summary and "sparsity=0.6 cannot apply" in summary
