@@ -25,7 +25,7 @@ DEFAULTS = {
     "space": "extended", "population": 16, "offspring": 16, "elite": 8, "tournament": 3,
     "p_crossover": 0.5, "p_mutation": 0.5, "generations": 4, "sparsity": 0.5,
     "pattern": "unstructured", "scope": "row", "seed": 0, "seed_trees": ["known"],
-    "workers": 0, "ray_address": None, "eval_timeout": None, "report": "magnitude,wanda",
+    "workers": 0, "ray_address": None, "eval_timeout": None, "report": "wanda",
     "fitness": "kl", "stages": "512:1,2048:0.25", "topk": 512, "immigrants": 2,
     "init_population": 0, "niches": 0,
     # the hurdle: reject a candidate whose output-error proxy exceeds 1.25 x Wanda's tree's
@@ -55,7 +55,9 @@ DEFAULTS = {
     # summary says why it did not run (FUNNEL_AUTO)
     "funnel": "auto",
 }
-AUTO_FUNNEL = "quick"  # the funnel file that --funnel auto runs
+AUTO_FUNNEL = "quick"  # the funnel file that --funnel auto runs,
+AUTO_FUNNEL_WINDOWS = 4  # on this many validation windows (at most the run's last stage's),
+AUTO_FUNNEL_TOP = 2  # with this many hall-of-fame trees: the README run's 30 minutes
 # What a run directory written before these settings existed ran with (kept on --resume).
 LEGACY = {"fitness": "ppl", "stages": "none", "topk": 512, "immigrants": 0, "tune": 0,
           "init_population": 0, "niches": 0, "hurdle": 0.0, "refill": 0,

@@ -17,6 +17,8 @@ from gpsearch.jobs.search import pick as search_pick
 from gpsearch.jobs.search import steps as search_steps
 from gpsearch.jobs.search.plan import (
     AUTO_FUNNEL,
+    AUTO_FUNNEL_TOP,
+    AUTO_FUNNEL_WINDOWS,
     DEFAULTS,
     Plan,
     build_searcher,
@@ -166,8 +168,10 @@ def _funnel(conditions: str, run_dir, backend, p: Plan, searcher, best: dict, te
     evaluator = getattr(backend, "evaluator", None)  # the serial backend's resident model
     if evaluator is not None and evaluator.calib != p.calib:
         evaluator = None
-    cfg = FunnelConfig(run_dir=str(run_dir.path),
-                       conditions=AUTO_FUNNEL if conditions == "auto" else conditions)
+    cfg = FunnelConfig(run_dir=str(run_dir.path), conditions=conditions)
+    if conditions == "auto":
+        cfg = FunnelConfig(run_dir=str(run_dir.path), conditions=AUTO_FUNNEL, top=AUTO_FUNNEL_TOP,
+                           max_windows=min(AUTO_FUNNEL_WINDOWS, p.ev.max_windows))
     why = None
     if conditions == "auto" and evaluator is None:
         why = "no resident model in this process (Ray workers or another calibration)"
