@@ -81,7 +81,8 @@ def lead_section(p, backend, best_expr: str, rows: list[dict]) -> tuple[str, dic
               f"{p.calib.seed} moves by {100 * abs(wanda_next / hand['wanda_tree'] - 1):.2f}% "
               f"(counted as at least {100 * FLOOR:g}%). The best tree's lead over the strongest "
               f"hand tree, {names[rec['strongest_hand']]}, is {100 * rec['margin']:+.2f}%: "
-              f"**{rec['verdict']}**. Only the searched condition: `gpsearch funnel RUN_DIR` "
-              "asks whether a lead holds under other sparsities, patterns, calibrations and "
-              "text.", ""]
+              f"**{rec['verdict']}**. Only the searched condition: the funnel (the section "
+              "\"Funnel\" below when it ran; `gpsearch funnel RUN_DIR`) asks whether a lead "
+              "holds under other sparsities, patterns, calibrations and text, and decides the "
+              "reported tree.", ""]
     return "\n".join(lines), rec
