@@ -45,7 +45,8 @@ SEARCH=runs/reproduce-default-search
 run rm -rf "$SEARCH"
 run "$PY" -m gpsearch.cli search --out "$SEARCH"
 run mkdir -p bench/default_search
-for f in config.json log.jsonl hall_of_fame.csv progress.png summary.md; do
+for f in config.json log.jsonl hall_of_fame.csv progress.png summary.md lead.json funnel.json \
+    funnel.md; do
   run cp "$SEARCH/$f" "bench/default_search/$f"
 done
 run cp "$SEARCH/test_report/results.md" bench/default_search/test_report.md
