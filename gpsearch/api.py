@@ -106,7 +106,7 @@ class SearchSettings:
     final_windows: int = SEARCH_DEFAULTS["final_windows"]
     pick_conditions: str = SEARCH_DEFAULTS["pick_conditions"]  # robust pick: "" = off
     pick_reduce: str = SEARCH_DEFAULTS["pick_reduce"]  # max (worst condition) or mean
-    funnel: str = SEARCH_DEFAULTS["funnel"]  # after the run: auto (quick where it applies), NAME, or "" (off)
+    funnel: str = SEARCH_DEFAULTS["funnel"]  # auto, NAME or "" (off)
 
     def changed(self) -> dict:
         """The settings that differ from the defaults (what a resumed run may be given)."""
