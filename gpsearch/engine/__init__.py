@@ -3,7 +3,8 @@ not even transitively: everything that needs tensors (simplification, canonical 
 fingerprints, evaluation) is injected by the search application (``gpsearch.jobs.search``).
 
 Modules: ``space`` (search spaces as data), ``primitives`` (DEAP primitive sets), ``variation``
-(crossover, mutation, immigrants), ``loop`` (the ``Searcher``: step / run), ``evaluation`` (dedup,
+(crossover, mutation, immigrants), ``loop`` (the ``Searcher``: step / run), ``generation_stats``
+(the logbook row of a generation: counters, diversity), ``evaluation`` (dedup,
 fingerprints, the hurdle, staged scoring of one generation), ``result`` (the record of one
 evaluation, ``PENALTY``), ``conditions`` (evaluation conditions as data), ``tune`` (constant
 tuning), ``funnel`` (the funnel's noise-aware choice, pure), ``agreement`` (first vs last

@@ -21,23 +21,15 @@ from __future__ import annotations
 
 import random
 import re
-import statistics
 import time
 from dataclasses import asdict, dataclass, field
 
+from gpsearch.engine.generation_stats import COUNTERS, generation_stats
 from gpsearch.engine.primitives import Individual, build_pset, parse_expr, within_limits
 from gpsearch.engine.result import PENALTY, fitness_level
 from gpsearch.engine.space import SearchSpace
 from gpsearch.engine.variation import VariationConfig, random_tree, rank_key, vary
 from gpsearch.errors import BackendLost, UserError
-
-# fp_failed: candidates whose exact mask fingerprint could not be computed (evaluated in full);
-# later_evals: evaluations on a later stage's extra windows; windows: validation windows scored
-# for candidates, all stages (staged fitness only): with seqlen and the number of conditions,
-# the forward tokens a search spent, a cost that does not depend on the machine
-# hurdled: candidates the cheap proxy rejected before their first-stage evaluation
-COUNTERS = ("candidates", "evaluated", "key_hits", "fp_hits", "invalid", "failed", "fp_failed",
-            "later_evals", "windows", "hurdled")
 
 
 @dataclass(frozen=True)
@@ -368,35 +360,7 @@ class Searcher:
         return out
 
     def _stats(self, gen: int, before: dict) -> dict:
-        fits = [ind.fitness for ind in self.population]
-        new = {c: self.counters[c] - before[c] for c in COUNTERS}
-        total = self.counters["candidates"]
-        avoided = self.counters["key_hits"] + self.counters["fp_hits"]
-        return {"gen": gen, **new, "best": min(fits), "median": statistics.median(fits),
-                **self._diversity(),
-                "valid": sum(f < PENALTY for f in fits), "best_expr": str(self.population[0]),
-                "mean_size": round(sum(map(len, self.population)) / len(self.population), 3),
-                "distinct": len({ind.key for ind in self.population}),
-                "cache_size": len(self.cache),
-                "hit_rate": round(avoided / total, 6) if total else 0.0,
-                "skip_rate": (round((avoided + self.counters["invalid"]) / total, 6)
-                              if total else 0.0)}
-
-    def _diversity(self) -> dict:
-        """Distinct masks in the population, the largest share descending from one root (a seed,
-        'init' or 'immigrant'), and the relative best-to-median gap."""
-        pop = self.population
-        masks = {self.cache.get(ind.key, {}).get("fingerprint") or ind.key for ind in pop}
-        counts: dict[str, int] = {}
-        for ind in pop:
-            for root in self.lineage.get(ind.key, ["init"]):
-                counts[root] = counts.get(root, 0) + 1
-        top = max(counts, key=lambda r: (counts[r], r)) if counts else None
-        fits = sorted(ind.fitness for ind in pop)
-        best, median = fits[0], statistics.median(fits)
-        return {"distinct_masks": len(masks), "top_root": top,
-                "top_root_share": round(counts[top] / len(pop), 4) if top else 0.0,
-                "gap": round(median / best - 1, 6) if best > 0 else None}
+        return generation_stats(self, gen, before)
 
     def best(self) -> dict | None:
         """The best evaluated tree (hall of fame head), or None before any success."""
