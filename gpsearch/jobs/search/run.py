@@ -168,10 +168,10 @@ def _funnel(conditions: str, run_dir, backend, p: Plan, searcher, best: dict, te
     evaluator = getattr(backend, "evaluator", None)  # the serial backend's resident model
     if evaluator is not None and evaluator.calib != p.calib:
         evaluator = None
-    cfg = FunnelConfig(run_dir=str(run_dir.path), conditions=conditions)
-    if conditions == "auto":
-        cfg = FunnelConfig(run_dir=str(run_dir.path), conditions=AUTO_FUNNEL, top=AUTO_FUNNEL_TOP,
-                           max_windows=min(AUTO_FUNNEL_WINDOWS, p.ev.max_windows))
+    auto = {"conditions": AUTO_FUNNEL, "top": AUTO_FUNNEL_TOP,
+            "max_windows": min(AUTO_FUNNEL_WINDOWS, p.ev.max_windows)}
+    cfg = FunnelConfig(run_dir=str(run_dir.path),
+                       **(auto if conditions == "auto" else {"conditions": conditions}))
     why = None
     if conditions == "auto" and evaluator is None:
         why = "no resident model in this process (Ray workers or another calibration)"
