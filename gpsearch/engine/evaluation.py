@@ -1,13 +1,15 @@
 """One generation's candidates -> fitness: dedup, exact fingerprints, staged scoring (no torch).
 
     key hit          the canonical key was scored before: its record is reused
+    hurdle           (``cfg.hurdle`` > 0) the backend's cheap proxy of each new key
+                     (``backend.proxy_many``: masks of a few linears, no forward pass); one above
+                     ``hurdle`` x the reference tree's proxy is rejected: PENALTY, "hurdle" in the
+                     log with its proxy; seeds always pass, a candidate without a proxy goes on.
+                     It comes before the fingerprint, which computes every linear's masks under
+                     every condition: a rejected candidate never pays for them
     fingerprint      the backend hashes the candidate's whole masks on the real features
                      (``backend.fingerprint_many``); equal masks = the same pruned model, so an
                      equal fingerprint reuses the record exactly; "invalid: ..." = penalty
-    hurdle           (``cfg.hurdle`` > 0) the backend's cheap proxy of each remaining candidate
-                     (``backend.proxy_many``, no forward pass); one above ``hurdle`` x the
-                     reference tree's proxy is rejected: PENALTY, "hurdle" in the log with its
-                     proxy; seeds always pass, a candidate without a proxy is evaluated
     stage 1          every remaining candidate is scored on the first stage's windows
     stage k > 1      the best ``fraction`` of this generation's new candidates (by stage k-1),
                      among those that could still enter the hall of fame (stage k-1 score not
@@ -85,7 +87,8 @@ class GenerationEvaluator:
                 hits[i] = "key"
             else:
                 first[ind.key] = str(ind)
-        keys = list(first)
+        seeds = {ind.key for ind in inds if ind.origin.get("op") == "seed"}
+        keys, hurdled, proxies = self.hurdle(list(first), first, seeds, gen)
         s._progress(gen, f"fingerprints of {len(keys)} new trees")
         fps = dict(zip(keys, self.fingerprints([first[k] for k in keys])))
         todo, alias, invalid = [], {}, set()  # keys to score; key -> key it shares a record with
@@ -104,8 +107,6 @@ class GenerationEvaluator:
                 todo.append(key)
                 if fp:
                     fp_owner[fp] = key
-        seeds = {ind.key for ind in inds if ind.origin.get("op") == "seed"}
-        todo, hurdled, proxies = self.hurdle(todo, first, fps, seeds, gen)
         self._score(todo, first, fps, seconds, gen)
         for key in todo:
             if proxies.get(key) is not None:
@@ -130,9 +131,10 @@ class GenerationEvaluator:
             s._emit(ind, rec, kind, gen, 0.0 if kind else seconds.get(ind.key, 0.0))
 
     # ---- the hurdle ---------------------------------------------------------------------------
-    def hurdle(self, todo: list[str], first: dict, fps: dict, exempt: set,
+    def hurdle(self, todo: list[str], first: dict, exempt: set,
                gen: int) -> tuple[list[str], set, dict]:
-        """(keys still to score, keys rejected, key -> proxy) for the new candidates ``todo``."""
+        """(keys still to fingerprint and score, keys rejected, key -> proxy) for the new
+        candidates ``todo``."""
         s = self.s
         if not s.cfg.hurdle or not todo or not hasattr(s.backend, "proxy_many"):
             return todo, set(), {}
@@ -147,7 +149,7 @@ class GenerationEvaluator:
             p = proxies[key]
             if p is not None and p > s.hurdle_bar and key not in exempt:
                 s.cache[key] = {"expr": first[key], "fitness": PENALTY, "ppl": None,
-                                "error": None, "fingerprint": fps.get(key), "proxy": p}
+                                "error": None, "fingerprint": None, "proxy": p}
                 rejected.add(key)
                 s.counters["hurdled"] += 1
             else:

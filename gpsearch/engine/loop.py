@@ -6,9 +6,10 @@
               tournament without replacement among the other distinct trees
 
 Evaluation dedups before any forward pass: a canonical key already in the cache reuses its
-fitness; else a mask fingerprint on probe tensors either rejects the tree ("invalid: ...",
-PENALTY, no forward pass) or matches an evaluated fingerprint (its fitness is reused); only the
-rest go to ``backend.evaluate_many(expressions)``. Simplification, keys and fingerprints need
+fitness; else (with ``hurdle``) a cheap proxy may reject it, then a mask fingerprint either
+rejects the tree ("invalid: ...", PENALTY, no forward pass) or matches an evaluated fingerprint
+(its fitness is reused); only the rest go to ``backend.evaluate_many(expressions)``
+(``gpsearch.engine.evaluation``). Simplification, keys and fingerprints need
 tensors, so they are injected (``TreeServices``): this module never imports torch.
 
 Hooks instead of flags: ``on_evaluation`` callables get one plain record per candidate,

@@ -9,6 +9,7 @@ Ties are broken deterministically by a stable sort: the lower column index is pr
 from __future__ import annotations
 
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +18,15 @@ import torch
 from gpsearch.errors import UserError
 
 SMALL_GROUP = 8  # last dims up to this size (N:M groups) are ranked by pairwise comparison
+PARALLEL_MIN_ELEMENTS = 1 << 16  # smaller scores are selected in one thread
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(8, thread_name_prefix="gpsearch-select")
+    return _POOL
 
 
 @dataclass(frozen=True)
@@ -55,12 +65,28 @@ def check_sparsity(s: float) -> float:
     return s
 
 
+def _partition_threads(rows: int, cols: int) -> int:
+    """Threads for numpy's selection over a [rows, cols] array: torch's intra-op thread count
+    (numpy's partition is single-threaded and releases the GIL) for arrays big enough to pay for
+    the hand-off, else 1."""
+    if rows * cols < PARALLEL_MIN_ELEMENTS or rows < 2:
+        return 1
+    return max(1, min(torch.get_num_threads(), rows, 8))
+
+
 def _kth_smallest(score: torch.Tensor, k: int) -> torch.Tensor:
     """The k-th smallest value along the last dim (keepdim). On the CPU, numpy's introselect
-    (2-3x faster than a top-k here, and exact: the same value); elsewhere a top-k."""
+    (2-3x faster than a top-k here, and exact: the same value), over row blocks in parallel
+    threads (1.5x on 2 cores for SmolLM2's linears); elsewhere a top-k."""
     if score.device.type == "cpu" and score.dtype in (torch.float32, torch.float64):
         flat = score.detach().reshape(-1, score.shape[-1]).contiguous().numpy()
-        kth = np.partition(flat, k - 1, axis=-1)[:, k - 1]
+        threads = _partition_threads(*flat.shape)
+        if threads == 1:
+            kth = np.partition(flat, k - 1, axis=-1)[:, k - 1]
+        else:
+            blocks = np.array_split(flat, threads, axis=0)
+            kth = np.concatenate(list(_pool().map(
+                lambda b: np.partition(b, k - 1, axis=-1)[:, k - 1], blocks)))
         return torch.from_numpy(kth).view(*score.shape[:-1], 1)
     return torch.topk(score, k, dim=-1, largest=False, sorted=False).values.amax(dim=-1,
                                                                                  keepdim=True)

@@ -61,7 +61,24 @@ def test_seeds_pass_the_hurdle():
     s, records = run(be, hurdle=1.2, gens=1, seeds=SEEDS + [long_seed])
     (rec,) = [r for r in records if r["simplified"] == long_seed]
     assert rec["op"] == "seed" and rec["proxy"] > 1.2
-    assert rec["hit"] is None and rec["fitness"] < PENALTY and s.counters["hurdled"] == 0
+    assert rec["hit"] is None and rec["fitness"] < PENALTY
+    assert all(r["op"] != "seed" for r in records if r["hit"] == "hurdle")
+
+
+def test_a_hurdled_candidate_never_pays_for_its_fingerprint():
+    """The proxy comes first: the whole masks under every condition (the fingerprint) are
+    computed only for the candidates that pass it."""
+    be = ProxyBackend()
+    fingerprinted = []
+    plain = be.fingerprint_many
+    be.fingerprint_many = lambda exprs: (fingerprinted.extend(exprs), plain(exprs))[1]
+    s, records = run(be, hurdle=1.2)
+    hurdled = {r["simplified"] for r in records if r["hit"] == "hurdle"}
+    assert hurdled and s.counters["hurdled"] > 0
+    assert not hurdled & set(fingerprinted)
+    assert all("fingerprint" not in r for r in records if r["hit"] == "hurdle")
+    evaluated = {r["simplified"] for r in records if r["hit"] is None}
+    assert evaluated <= set(fingerprinted)
 
 
 def test_hurdle_off_asks_for_no_proxy_and_same_run_as_a_backend_without_one():

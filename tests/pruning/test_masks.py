@@ -90,3 +90,20 @@ def test_numpy_selection_sees_a_non_contiguous_score():
     expected = torch.zeros(score.shape, dtype=torch.bool)
     expected.scatter_(-1, torch.sort(score, dim=-1, stable=True).indices[..., :10], True)
     assert torch.equal(_lowest(score, 10), expected)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_threaded_selection_over_row_blocks_is_the_stable_sort(monkeypatch, threads):
+    """A score above PARALLEL_MIN_ELEMENTS is selected over row blocks in threads; the mask is
+    the same as one stable sort's, ties included, whatever the thread count."""
+    from gpsearch.pruning import masks
+
+    monkeypatch.setattr(masks.torch, "get_num_threads", lambda: threads)
+    g = torch.Generator().manual_seed(7)
+    rows = masks.PARALLEL_MIN_ELEMENTS // 256 + 3  # x 256 columns: just above the threshold
+    assert masks._partition_threads(rows, 256) == threads
+    for score in (torch.randint(0, 5, (rows, 256), generator=g).float(),
+                  torch.randn(rows, 256, generator=g, dtype=torch.float64)):
+        expected = torch.zeros(score.shape, dtype=torch.bool)
+        expected.scatter_(-1, torch.sort(score, dim=-1, stable=True).indices[..., :100], True)
+        assert torch.equal(masks._lowest(score, 100), expected)
