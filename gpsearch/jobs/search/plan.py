@@ -15,15 +15,16 @@ from gpsearch.jobs.search import pick as search_pick
 from gpsearch.model.load import EMBEDDED, check_placement
 
 # Defaults in one visible place. The no-argument run on 2 cores, from an empty feature cache
-# (README): model + features X, G ~9.5 min (the 32-sample ones on the way), a generation ~2 min
-# (every candidate scored with 128- and 32-sample features), test report + robustness ~7.5 min:
-# 4 generations after the initial one aim at 30 min.
+# (README): model + features X, G ~6 min (the 32-sample ones on the way), a generation ~1.6 min
+# (every candidate scored with 128- and 32-sample features; the hurdle before the fingerprints),
+# tuning, test report, lead, robustness and funnel ~10 min: 7 generations after the initial one
+# aim at 30 min.
 DEFAULTS = {
     "model": EMBEDDED, "dtype": "float32", "device": "cpu", "cache_dir": None,
     "data": "wiki", "nsamples": 128, "seqlen": 256, "calib_seed": 0, "batch_size": 4,
     "max_windows": 8, "test_windows": 64,
     "space": "extended", "population": 16, "offspring": 16, "elite": 8, "tournament": 3,
-    "p_crossover": 0.5, "p_mutation": 0.5, "generations": 4, "sparsity": 0.5,
+    "p_crossover": 0.5, "p_mutation": 0.5, "generations": 7, "sparsity": 0.5,
     "pattern": "unstructured", "scope": "row", "seed": 0, "seed_trees": ["known"],
     "workers": 0, "ray_address": None, "eval_timeout": None, "report": "wanda",
     "fitness": "kl", "stages": "512:1,2048:0.25", "topk": 512, "immigrants": 2,
