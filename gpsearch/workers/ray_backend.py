@@ -1,6 +1,7 @@
 """The Ray backend of ``evaluate_many``: resident-model actors and a fault-tolerant scheduler.
 
-The only module of gpsearch that imports Ray. Each actor (``EvalWorker``) builds one Evaluator
+With ``ray_nodes`` (placement, nodes, killing actors), the only modules of gpsearch that
+import Ray. Each actor (``EvalWorker``) builds one Evaluator
 ONCE from plain specs: the model is loaded by spec on the worker's node (never shipped through
 the object store), features come from the on-disk cache (computed by the first actor alone).
 Candidates (expression strings) go to a ``SerialBackend`` inside the actor: same results.
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import os
 import time
 from collections import deque
@@ -33,6 +33,16 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from gpsearch.engine.result import EvalResult
 from gpsearch.errors import BackendLost, UserError
 from gpsearch.workers.actor import EvalWorker, worker_spec
+from gpsearch.workers.ray_nodes import (
+    actor_location,
+    alive_nodes,
+    error_line,
+    kill_actor,
+    placement,
+    reporting_node,
+    room_for,
+    wait_gone,
+)
 
 MAX_SLOT_FAILURES = 3  # deaths or failed starts in a row after which a worker slot is dropped
 CLOSE_WAIT_S = 15.0  # how long close() waits for killed actors to be gone
@@ -94,7 +104,7 @@ class RayBackend:
         self._starting: dict = {}  # ready ref -> (slot, start time)
         self._last_failure = ""
         self._connect(address)
-        self._nodes = _alive_nodes()  # node id -> resources; new nodes get dropped slots back
+        self._nodes = alive_nodes()  # node id -> resources; new nodes get dropped slots back
         # placement_workers: the actors of every backend sharing the cluster (multi-condition
         # fitness runs one backend per condition), so each actor gets its share, not all of it
         opts, threads, device = placement(ray.cluster_resources(), placement_workers or workers,
@@ -104,7 +114,7 @@ class RayBackend:
         self._spec = worker_spec(model, calib, ev, sparsity, pattern, scope, mode, dtype, device,
                                  cache_dir, fitness=fitness, topk=topk, device_map=device_map,
                                  rescale=rescale, allocation=allocation)
-        self._cls, self._opts, self._threads = ray.remote(_located(worker_cls)), opts, threads
+        self._cls, self._opts, self._threads = ray.remote(reporting_node(worker_cls)), opts, threads
         self._features = list(features)
         self.placement = {"workers": workers, "threads": threads, "device": device, **opts}
         try:  # all actors load the model at once; the first alone computes missing features
@@ -116,10 +126,10 @@ class RayBackend:
             rest = ray.get([s.actor.prepare.remote(self._features) for s in self._slots[1:]],
                            timeout=startup_timeout)
             for slot, info in zip(self._slots, [first, *rest]):
-                slot.where = _where(info)
+                slot.where = actor_location(info)
         except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError) as e:
             self.close()
-            why = _message(e).removeprefix("gpsearch.errors.UserError: ")
+            why = error_line(e).removeprefix("gpsearch.errors.UserError: ")
             raise UserError(f"Ray workers failed to start: {why}") from None
         self._idle = list(self._slots)
 
@@ -160,9 +170,9 @@ class RayBackend:
         missing = self.workers - len(self._slots)
         if missing <= 0:
             return
-        nodes, self._nodes = self._nodes, _alive_nodes()
+        nodes, self._nodes = self._nodes, alive_nodes()
         for node, resources in self._nodes.items():
-            room = 0 if node in nodes else _room(resources, self._opts)
+            room = 0 if node in nodes else room_for(resources, self._opts)
             for _ in range(min(missing, room)):
                 self._add_slot(node)
                 missing -= 1
@@ -243,16 +253,17 @@ class RayBackend:
         try:
             result = ray.get(ref)
         except ray.exceptions.RayTaskError as e:  # the evaluation raised: the worker is fine
-            result = EvalResult.failure(expr, _message(e), time.monotonic() - t0)
+            result = EvalResult.failure(expr, error_line(e), time.monotonic() - t0)
         except ray.exceptions.RayError as e:  # the worker died (crash, OOM kill, lost node)
-            log.warning("Ray worker %d died while evaluating %s: %s", slot.index, expr, _message(e))
-            self._failed(slot, f"died: {_message(e)}")
+            log.warning("Ray worker %d died while evaluating %s: %s", slot.index, expr,
+                        error_line(e))
+            self._failed(slot, f"died: {error_line(e)}")
             if tries < self.max_retries:
                 self.stats["retries"] += 1
                 todo.appendleft((expr, tries + 1))
             else:
                 done[expr] = EvalResult.failure(
-                    expr, f"worker died {tries + 1} times evaluating it: {_message(e)}"[:300],
+                    expr, f"worker died {tries + 1} times evaluating it: {error_line(e)}"[:300],
                     time.monotonic() - t0)
             return
         if isinstance(result, EvalResult):  # (fingerprints are plain strings)
@@ -264,9 +275,9 @@ class RayBackend:
     def _started(self, ref) -> None:
         slot, _ = self._starting.pop(ref)
         try:
-            slot.where = _where(ray.get(ref))
+            slot.where = actor_location(ray.get(ref))
         except ray.exceptions.RayError as e:
-            self._failed(slot, f"failed to start: {_message(e)}")
+            self._failed(slot, f"failed to start: {error_line(e)}")
             return
         self._idle.append(slot)
 
@@ -280,12 +291,12 @@ class RayBackend:
             return
         log.warning("Ray worker %d dropped after %d failures in a row (last: %s); %d left",
                     slot.index, slot.failures, why, len(self._slots) - 1)
-        _kill(slot.actor)
+        kill_actor(slot.actor)
         self._slots.remove(slot)
         self.stats["dropped"] += 1
 
     def _restart(self, slot: _Slot) -> None:
-        _kill(slot.actor)
+        kill_actor(slot.actor)
         self.stats["restarts"] += 1
         actor = self._new_actor(slot)  # ready once it has loaded model and features
         self._starting[actor.prepare.remote(self._features)] = (slot, time.monotonic())
@@ -320,90 +331,9 @@ class RayBackend:
         Ray is shut down only if this backend started or joined it."""
         actors = [slot.actor for slot in self._slots if slot.actor is not None]
         for actor in actors:
-            _kill(actor)
-        _wait_gone(actors, CLOSE_WAIT_S)
+            kill_actor(actor)
+        wait_gone(actors, CLOSE_WAIT_S)
         self._slots, self._idle, self._starting = [], [], {}
         if self._owns_ray and ray.is_initialized():
             ray.shutdown()
         self._owns_ray = False
-
-
-def placement(total: dict, workers: int, resources: str, device: str,
-              gpus_per_worker: int = 1) -> tuple[dict, int, str]:
-    """Actor options, torch threads per actor and the actors' device, from the cluster's
-    resources ``total`` (``ray.cluster_resources()``). GPU actors get ``gpus_per_worker`` GPUs
-    each: N GPUs run N / k resident models."""
-    if gpus_per_worker < 1:
-        raise UserError(f"--gpus-per-worker must be 1 or more (got {gpus_per_worker})")
-    gpus, cpus = int(total.get("GPU", 0)), float(total.get("CPU", 1))
-    per_cpu = cpus / workers
-    threads = max(1, int(per_cpu))
-    if resources == "gpu" or (resources == "auto" and gpus > 0):
-        if gpus < workers * gpus_per_worker:
-            raise UserError(f"the cluster has {gpus} GPU(s); {workers} GPU workers need "
-                            f"{gpus_per_worker} each (use fewer workers, or resources='cpu')")
-        return {"num_gpus": gpus_per_worker, "num_cpus": 1}, threads, "cuda"
-    if gpus_per_worker > 1:
-        raise UserError(f"--gpus-per-worker {gpus_per_worker}: the cluster has no GPUs")
-    # CPU split: Ray wants whole numbers above 1 and at most 4 decimals below
-    num = float(int(per_cpu)) if per_cpu >= 1 else math.floor(per_cpu * 1e4) / 1e4
-    return {"num_cpus": num}, threads, device
-
-
-def _located(worker_cls: type) -> type:
-    """The actor class: ``worker_cls`` whose ``prepare`` also says which Ray node the actor
-    runs on (the worker classes themselves import no Ray)."""
-    class Located(worker_cls):
-        def prepare(self, kinds: list[str]) -> dict:
-            return {**super().prepare(kinds), "node": ray.get_runtime_context().get_node_id()}
-
-    Located.__name__ = Located.__qualname__ = worker_cls.__name__
-    return Located
-
-
-def _where(info) -> dict:
-    """{"node", "pid"} from what ``prepare`` returned (empty for a worker that says nothing)."""
-    info = info if isinstance(info, dict) else {}
-    return {k: info[k] for k in ("node", "pid") if k in info}
-
-
-def _alive_nodes() -> dict:
-    """Node id -> total resources of every live node of the cluster."""
-    return {n["NodeID"]: n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")}
-
-
-def _room(resources: dict, opts: dict) -> int:
-    """How many actors with options ``opts`` (num_cpus, num_gpus) fit in ``resources``."""
-    need = {"CPU": opts.get("num_cpus", 1), "GPU": opts.get("num_gpus", 0)}
-    return int(min((resources.get(k, 0) // v for k, v in need.items() if v > 0), default=0))
-
-
-def _wait_gone(actors: list, budget_s: float) -> None:
-    """Ping each killed actor until Ray says it is dead, within ``budget_s`` seconds in all."""
-    deadline = time.monotonic() + budget_s
-    for actor in actors:
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                ray.get(actor.ping.remote(), timeout=left)
-            except ray.exceptions.RayActorError:
-                break  # gone
-            except Exception:  # timed out, or a worker class without ping  # noqa: BLE001
-                return
-            time.sleep(0.05)
-
-
-def _kill(actor) -> None:
-    if actor is not None:
-        try:
-            ray.kill(actor, no_restart=True)
-        except Exception:  # already gone  # noqa: BLE001
-            pass
-
-
-def _message(e: BaseException) -> str:
-    """A one-line reason: the original exception of a task error, else the last useful line."""
-    cause = getattr(e, "cause", None)
-    if isinstance(e, ray.exceptions.RayTaskError) and cause is not None:
-        return f"{type(cause).__name__}: {cause}"[:300]
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    return (lines[-1] if lines else type(e).__name__).split(" Some common causes")[0][:300]

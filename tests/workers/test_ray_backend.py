@@ -155,16 +155,3 @@ def test_a_worker_that_cannot_start_is_a_user_error(env):
     with pytest.raises(UserError, match="Ray workers failed to start.*no-such-model"):
         RayBackend(**specs, workers=1, features=())
     assert ray.is_initialized()
-
-
-def test_placement_gives_each_actor_k_gpus():
-    from gpsearch.workers.ray_backend import placement
-
-    opts, threads, device = placement({"GPU": 8, "CPU": 64}, 4, "auto", "cpu", gpus_per_worker=2)
-    assert opts == {"num_gpus": 2, "num_cpus": 1} and device == "cuda" and threads == 16
-    assert placement({"GPU": 8, "CPU": 64}, 8, "auto", "cpu")[0]["num_gpus"] == 1
-    with pytest.raises(UserError, match="need 2 each"):
-        placement({"GPU": 8, "CPU": 64}, 5, "auto", "cpu", gpus_per_worker=2)
-    with pytest.raises(UserError, match="no GPUs"):
-        placement({"CPU": 8}, 2, "auto", "cpu", gpus_per_worker=2)
-    assert placement({"CPU": 8}, 2, "auto", "cpu") == ({"num_cpus": 4.0}, 4, "cpu")
