@@ -62,8 +62,10 @@ OPTS = {  # option -> (type, help)
     "lead_noise": (int, "1: the summary says whether the best tree's test-split lead over the "
                         "hand trees exceeds the calibration-seed noise (Wanda's tree at the next "
                         "seed); 0: off"),
-    "report": (str, "methods beside the best tree on the test split, comma-separated "
-                    "(e.g. magnitude,wanda,sparsegpt), or none"),
+    "report": (str, "methods beside the best tree and Wanda's tree on the test split, "
+                    "comma-separated (e.g. magnitude,wanda,sparsegpt: wanda is block-sequential "
+                    "Wanda, about 3 min here), trees (no other method) or none (no test "
+                    "report)"),
     "tune": (int, "extended space: the best N trees' constants tuned by coordinate descent on "
                   "the first-stage fitness after the last generation (0: off)"),
     "report_update": (int, "the best N trees also on the test split with a weight update: "

@@ -26,7 +26,7 @@ DEFAULTS = {
     "space": "extended", "population": 16, "offspring": 16, "elite": 8, "tournament": 3,
     "p_crossover": 0.5, "p_mutation": 0.5, "generations": 7, "sparsity": 0.5,
     "pattern": "unstructured", "scope": "row", "seed": 0, "seed_trees": ["known"],
-    "workers": 0, "ray_address": None, "eval_timeout": None, "report": "wanda",
+    "workers": 0, "ray_address": None, "eval_timeout": None, "report": "trees",
     "fitness": "kl", "stages": "512:1,2048:0.25", "topk": 512, "immigrants": 2,
     "init_population": 0, "niches": 0,
     # the hurdle: reject a candidate whose output-error proxy exceeds 1.25 x Wanda's tree's

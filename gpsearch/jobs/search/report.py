@@ -29,18 +29,23 @@ def update_methods(best_expr: str, hof_exprs: list[str], n: int) -> list[str]:
 
 def report_on_test(p: Plan, backend, best_expr: str, run_path: Path,
                    hof_exprs: list[str] = ()) -> list[dict]:
-    """Test-split perplexity of the best tree beside dense and the
-    --report methods, with the same calibration (``gpsearch compare``); trees use dense features,
-    as in the search. With ``report_update`` N, the best N trees are also replayed with a weight
-    update."""
+    """Test-split perplexity of the best tree beside dense, Wanda's tree and the --report
+    methods ("trees": none besides; "none": no test report at all), with the same calibration
+    (``gpsearch compare``); trees use dense features, as in the search. With ``report_update``
+    N, the best N trees are also replayed with a weight update."""
     from dataclasses import replace
 
     from gpsearch.jobs.compare.method import split_list
     from gpsearch.jobs.compare.run import CompareConfig, run_compare
 
     s = p.settings
-    methods = [] if str(s["report"]).strip().lower() in ("", "none") else \
-        split_list(s["report"], "method") + [WANDA, best_expr]
+    report = str(s["report"]).strip().lower()
+    if report in ("", "none"):
+        methods = []
+    elif report == "trees":  # Wanda's tree and the best tree, no other method
+        methods = [WANDA, best_expr]
+    else:
+        methods = split_list(s["report"], "method") + [WANDA, best_expr]
     extra = update_methods(best_expr, list(hof_exprs), int(s.get("report_update") or 0))
     methods += [m for m in extra if m not in methods]
     if not methods:

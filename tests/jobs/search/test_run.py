@@ -51,7 +51,7 @@ def test_small_real_search_writes_the_run_directory(tiny, tmp_path, capsys):
         assert evaluated == 4 or len(rs) > 4
     assert any(r["hit"] == "fingerprint" and r["simplified"] == "mul(sqr(W), X)" for r in records)
     summary = (out / "summary.md").read_text()
-    assert "Test split" in summary and "| `dense` |" in summary and "wanda" in summary
+    assert "Test split" in summary and "| `dense` |" in summary and "Wanda's tree" in summary
     assert "validation" in summary and "Diversity" in summary and "last stage" in summary
     staged = [r for r in records if r.get("stages")]
     assert staged and all(r["stages"][0]["windows"] == 2 for r in staged)
@@ -69,6 +69,8 @@ def test_small_real_search_writes_the_run_directory(tiny, tmp_path, capsys):
     lead = json.loads((out / "lead.json").read_text())
     report = json.loads((out / "test_report" / "results.json").read_text())["rows"]
     by = {r["method"]: r["ppl"] for r in report}
+    # the default report ("trees"): dense, Wanda's tree and the best tree, no other method
+    assert set(by) == {"dense", "mul(W, sqrt(X))", best_expr}
     assert lead["best_ppl"] == by[best_expr] and lead["hand_ppl"]["wanda_tree"] == by[
         "mul(W, sqrt(X))"]  # reused from the test report: the same evaluator and windows
     assert lead["noise"] >= 0.001 and lead["noise_seeds"] == [0, 1]
