@@ -50,6 +50,10 @@ for f in config.json log.jsonl hall_of_fame.csv progress.png summary.md lead.jso
   run cp "$SEARCH/$f" "bench/default_search/$f"
 done
 run cp "$SEARCH/test_report/results.md" bench/default_search/test_report.md
+# the same trees on TEST with the search's other calibration condition (32 samples)
+run "$PY" -m gpsearch.cli compare --methods "$(python3 -c 'import json; d = json.load(open("bench/default_search/best.json")); print(",".join([d["best_tree"], d["reported_tree"], "mul(W, sqrt(X))", "trees/gblm.json"]))')" \
+    --tree-features dense --nsamples 32 --max-windows 64 --out runs/reproduce-default-nsamples32
+run cp runs/reproduce-default-nsamples32/results.md bench/default_search/test_nsamples32.md
 # the single-condition default before 2026-12-02, and the same search with the robust pick
 for spec in "default_search_single:14:" "search_robust_pick:10:nsamples=32"; do
   IFS=: read -r name gens pick <<<"$spec"
