@@ -100,16 +100,35 @@ def test_the_committed_default_search_gives_its_finalists_and_seeds():
     by = {f["name"]: f for f in fins}
     assert list(by)[:3] == ["wanda", "gblm", "ria_sqrt"]
     assert by["ria_sqrt"]["roles"] == ["hand", "seed"] and by["ria_sqrt"]["aliases"] == ["seed1"]
-    assert by["hof1"]["expr"] == "mul(add(coln(W), rown(mul(W, sqrt(X)))), qrt(X))"
-    # hof1 was bred from the RIA qrt seed and GBLM (log.jsonl), of which GBLM scored better;
-    # hof2 descends from the RIA-style seed only
-    assert by["hof1"]["seed"] == "gblm" and by["hof2"]["seed"] == "ria_sqrt"
+    assert by["hof1"]["expr"] == ("mul(add(coln(W), rown(add(coln(W), add(rcn(W), rown(W))))), "
+                                  "sqrt(X))")
+    # both top trees descend from the RIA-style seed (log.jsonl: 100% of the last population)
+    assert by["hof1"]["seed"] == "ria_sqrt" and by["hof2"]["seed"] == "ria_sqrt"
     assert all(by[f["seed"]]["kind"] in ("hand", "seed") for f in fins if f["kind"] == "searched")
     assert run.ev.max_windows == 8 and run.cache_dir is None  # "<cache>" is not a path
     votes = {fc.label(): _votes(fc, run, base) for fc in spec.conditions}
     assert votes["nsamples=32"] == "part of the run's fitness"
     assert [k for k, v in votes.items() if v is None] == [
         "sparsity=0.6", "sparsity=0.7", "pattern=2:4", "seed=1", "text=held-apart"]
+
+
+def test_a_tree_bred_from_two_seeds_is_judged_against_the_better_one(tmp_path):
+    """A copy of bench/default_search whose top tree's first log record names GBLM and the RIA
+    qrt seed as parents: its seed is GBLM, the better of the two on the first stage."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(ROOT / "bench/default_search", run)
+    hof1 = "mul(add(coln(W), rown(add(coln(W), add(rcn(W), rown(W))))), sqrt(X))"
+    parents = ["mul(add(coln(W), rown(W)), qrt(X))", "add(mul(W, sqrt(X)), mul(W, G))"]
+    lines = (run / "log.jsonl").read_text().splitlines()
+    first = next(i for i, x in enumerate(lines) if json.loads(x)["expr"] == hof1)
+    lines[first] = json.dumps({**json.loads(lines[first]), "parents": parents})
+    (run / "log.jsonl").write_text("\n".join(lines) + "\n")
+    _, _, fins, _ = check(FunnelConfig(run_dir=str(run)))
+    by = {f["name"]: f for f in fins}
+    assert by["hof1"]["expr"] == hof1 and by["hof1"]["seed"] == "gblm"
+    assert by["hof2"]["seed"] == "ria_sqrt"
 
 
 def test_funnel_writes_every_finalist_under_every_condition(evaluator, corpus, tmp_path):
