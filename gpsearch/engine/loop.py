@@ -345,7 +345,7 @@ class Searcher:
             children = self._children(gen)
             self.population = self._survivors(self.population + children)
         self.generation = gen
-        stats = self._stats(gen, before)
+        stats = generation_stats(self, gen, before)
         self.logbook.append(stats)
         for hook in self.on_generation:
             hook(self, stats, time.perf_counter() - t0)
@@ -359,9 +359,6 @@ class Searcher:
         while self.generation < generation:
             out.append(self.step())
         return out
-
-    def _stats(self, gen: int, before: dict) -> dict:
-        return generation_stats(self, gen, before)
 
     def best(self) -> dict | None:
         """The best evaluated tree (hall of fame head), or None before any success."""

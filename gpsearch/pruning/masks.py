@@ -19,13 +19,14 @@ from gpsearch.errors import UserError
 
 SMALL_GROUP = 8  # last dims up to this size (N:M groups) are ranked by pairwise comparison
 PARALLEL_MIN_ELEMENTS = 1 << 16  # smaller scores are selected in one thread
+MAX_SELECT_THREADS = 8  # threads of numpy's selection at the most
 _POOL: ThreadPoolExecutor | None = None
 
 
 def _pool() -> ThreadPoolExecutor:
     global _POOL
     if _POOL is None:
-        _POOL = ThreadPoolExecutor(8, thread_name_prefix="gpsearch-select")
+        _POOL = ThreadPoolExecutor(MAX_SELECT_THREADS, thread_name_prefix="gpsearch-select")
     return _POOL
 
 
@@ -71,7 +72,7 @@ def _partition_threads(rows: int, cols: int) -> int:
     the hand-off, else 1."""
     if rows * cols < PARALLEL_MIN_ELEMENTS or rows < 2:
         return 1
-    return max(1, min(torch.get_num_threads(), rows, 8))
+    return max(1, min(torch.get_num_threads(), rows, MAX_SELECT_THREADS))
 
 
 def _kth_smallest(score: torch.Tensor, k: int) -> torch.Tensor:
@@ -81,12 +82,12 @@ def _kth_smallest(score: torch.Tensor, k: int) -> torch.Tensor:
     if score.device.type == "cpu" and score.dtype in (torch.float32, torch.float64):
         flat = score.detach().reshape(-1, score.shape[-1]).contiguous().numpy()
         threads = _partition_threads(*flat.shape)
-        if threads == 1:
-            kth = np.partition(flat, k - 1, axis=-1)[:, k - 1]
-        else:
-            blocks = np.array_split(flat, threads, axis=0)
-            kth = np.concatenate(list(_pool().map(
-                lambda b: np.partition(b, k - 1, axis=-1)[:, k - 1], blocks)))
+
+        def select(rows):
+            return np.partition(rows, k - 1, axis=-1)[:, k - 1]
+
+        kth = select(flat) if threads == 1 else np.concatenate(
+            list(_pool().map(select, np.array_split(flat, threads, axis=0))))
         return torch.from_numpy(kth).view(*score.shape[:-1], 1)
     return torch.topk(score, k, dim=-1, largest=False, sorted=False).values.amax(dim=-1,
                                                                                  keepdim=True)

@@ -108,8 +108,9 @@ class SerialBackend:
     # ---- the hurdle's proxy -------------------------------------------------------------------
     def proxy_one(self, expr: str) -> float | None:
         """The output-error proxy of ``expr`` (``gpsearch.pruning.proxy``; lower is better), from
-        the masks its fingerprint kept when there are some, else from its scores on the proxy's
-        linears alone; None for a tree that fails on the features."""
+        its scores on the proxy's linears alone (the search asks before any fingerprint), or from
+        the masks a fingerprint kept when one came first; None for a tree that fails on the
+        features."""
         from gpsearch.allocation.levels import ratio_of
         from gpsearch.pruning.fingerprint import unpack
         from gpsearch.pruning.masks import make_mask

@@ -40,12 +40,8 @@ def report_on_test(p: Plan, backend, best_expr: str, run_path: Path,
 
     s = p.settings
     report = str(s["report"]).strip().lower()
-    if report in ("", "none"):
-        methods = []
-    elif report == "trees":  # Wanda's tree and the best tree, no other method
-        methods = [WANDA, best_expr]
-    else:
-        methods = split_list(s["report"], "method") + [WANDA, best_expr]
+    others = [] if report in ("", "none", "trees") else split_list(s["report"], "method")
+    methods = [] if report in ("", "none") else others + [WANDA, best_expr]
     extra = update_methods(best_expr, list(hof_exprs), int(s.get("report_update") or 0))
     methods += [m for m in extra if m not in methods]
     if not methods:
