@@ -9,6 +9,10 @@
     best_tree.json    the best tree in the Pruner-Zero JSON format
     progress.png      fitness vs the best seed per evaluation (gpsearch.plots)
     summary.md        written by the search command at the end
+    sessions.jsonl    one record per session of the run (the first and every --resume): the
+                      code's commit, the generation it continued after, the generations asked
+                      for and the runtime-only settings it ran with (config.json keeps the
+                      first session's commit only)
 """
 
 from __future__ import annotations
@@ -75,6 +79,26 @@ class RunDir:
     def log(self, record: dict) -> None:
         with open(self.file("log.jsonl"), "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
+
+    def record_session(self, record: dict) -> None:
+        """Append one session's record to sessions.jsonl."""
+        with open(self.file("sessions.jsonl"), "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def sessions(self) -> list[dict]:
+        """The session records (a line that is not a JSON object is skipped: data, not code)."""
+        path = self.file("sessions.jsonl")
+        if not path.is_file():
+            return []
+        out = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(rec, dict):
+                out.append(rec)
+        return out
 
     def truncate_log(self, generation: int) -> None:
         """Drop log records of generations after ``generation`` (written by an interrupted
@@ -187,8 +211,25 @@ def cost_line(config: dict, c: dict) -> str:
             f"evaluations, {forward_tokens(config, c):,} candidate forward tokens")
 
 
+def sessions_line(sessions: list[dict]) -> list[str]:
+    """A summary bullet naming each session's generations and commit (only for a resumed run)."""
+    if len(sessions) < 2:
+        return []
+    parts = []
+    for i, r in enumerate(sessions):
+        start = r.get("after_generation")
+        start = 0 if start is None else start + 1
+        end = r.get("generations")
+        if i + 1 < len(sessions) and sessions[i + 1].get("after_generation") is not None:
+            end = sessions[i + 1]["after_generation"]
+        commit = str(r.get("commit", "unknown"))[:7] + (" (dirty)" if r.get("dirty") else "")
+        parts.append(f"generations {start}-{end} at {commit}")
+    return [f"- sessions (resumed run, `sessions.jsonl`): {'; '.join(parts)}"]
+
+
 def summary_text(config: dict, searcher, rows: list[dict], math_form: str, wall_s: float,
-                 best: dict | None = None, tuning: dict | None = None) -> str:
+                 best: dict | None = None, tuning: dict | None = None,
+                 sessions: list[dict] | None = None) -> str:
     """summary.md: the best formula, its test-split perplexity beside the baselines (``rows``
     from ``gpsearch compare``: dense first), and the search's statistics per generation."""
     best, c, s = best or searcher.best(), searcher.counters, config["settings"]
@@ -241,6 +282,7 @@ def summary_text(config: dict, searcher, rows: list[dict], math_form: str, wall_
                  "not deduplicated by mask: see `fingerprint_error` in log.jsonl)"
                  if c.get("fp_failed") else ""),
               cost_line(config, c), *agreement_lines(searcher, best),
+              *sessions_line(sessions or []),
               f"- wall time of this session: {wall_s / 60:.1f} min (depends on the machine)", "",
               "Diversity: distinct masks in the population, the largest share of it descending "
               "from one root (a seed, `init` or `immigrant`), and the best-to-median gap "

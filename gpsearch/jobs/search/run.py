@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 
 from gpsearch.errors import UserError
+from gpsearch.io import code_version
 from gpsearch.jobs.search import pick as search_pick
 from gpsearch.jobs.search import steps as search_steps
 from gpsearch.jobs.search.plan import (
@@ -20,6 +21,7 @@ from gpsearch.jobs.search.plan import (
     AUTO_FUNNEL_TOP,
     AUTO_FUNNEL_WINDOWS,
     DEFAULTS,
+    RUNTIME_ONLY,
     Plan,
     build_searcher,
     fitness_text,
@@ -107,6 +109,11 @@ def run_search(given: dict | None = None, out: str | None = None,
                 checkpoint.restore(searcher, state)
             run_dir.truncate_log(searcher.generation)
             print(f"resuming after generation {searcher.generation}")
+        run_dir.record_session({
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"), **code_version(),
+            "after_generation": searcher.generation if saved else None,
+            "generations": settings["generations"],
+            "runtime": {k: settings.get(k) for k in sorted(RUNTIME_ONLY)}})
         run_dir.attach(searcher)
         search_steps.run_with_progress(searcher, settings["generations"])
         best = searcher.best()
@@ -144,7 +151,7 @@ def run_search(given: dict | None = None, out: str | None = None,
     transfer_md, _ = transfer_report(p, best["expr"], run_dir.path)
     text = summary_text({**run_dir.config(), "settings": settings}, searcher, rows,
                         search_steps.sympy_form(best["expr"], p.registry), time.perf_counter() - t0,
-                        best=best, tuning=tuned)
+                        best=best, tuning=tuned, sessions=run_dir.sessions())
     final_md = search_steps.rerank_markdown(final, p.ev.seqlen)
     pick_md = search_pick.pick_markdown(pick)
     text += "".join("\n" + md for md in (lead_md, final_md, pick_md, robust_md, transfer_md)

@@ -120,6 +120,21 @@ def test_bad_input_is_one_line_and_writes_nothing(argv, needle, tmp_path, capsys
     assert not out.exists()
 
 
+def test_every_session_of_a_resumed_run_records_its_commit(tiny, tmp_path):
+    out = tmp_path / "run"
+    base = ["search", *tiny, "--population", "4", "--offspring", "4", "--elite", "2",
+            "--seed", "1", "--robustness", "0", "--report", "none", "--funnel", ""]
+    assert main(base + ["--generations", "1", "--out", str(out)]) == 0
+    assert main(["search", "--resume", str(out), "--generations", "2", "--report", "none",
+                 "--robustness", "0"]) == 0
+    sessions = [json.loads(line) for line in (out / "sessions.jsonl").read_text().splitlines()]
+    assert [(s["after_generation"], s["generations"]) for s in sessions] == [(None, 1), (1, 2)]
+    assert all(s["commit"] == code_version()["commit"] for s in sessions)
+    assert sessions[1]["runtime"]["report"] == "none"
+    commit = code_version()["commit"][:7]
+    assert f"generations 0-1 at {commit}" in (out / "summary.md").read_text()
+
+
 def test_resume_errors(tmp_path, capsys):
     assert main(["search", "--resume", str(tmp_path / "nothing")]) == 2
     assert "cannot resume" in capsys.readouterr().err
