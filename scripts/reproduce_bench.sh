@@ -54,6 +54,19 @@ run cp "$SEARCH/test_report/results.md" bench/default_search/test_report.md
 run "$PY" -m gpsearch.cli compare --methods "$(python3 -c 'import json; d = json.load(open("bench/default_search/best.json")); print(",".join([d["best_tree"], d["reported_tree"], "mul(W, sqrt(X))", "trees/gblm.json"]))')" \
     --tree-features dense --nsamples 32 --max-windows 64 --out runs/reproduce-default-nsamples32
 run cp runs/reproduce-default-nsamples32/results.md bench/default_search/test_nsamples32.md
+# the same search extended to 14 generations (a copy of its run directory, resumed), and its
+# trees on the frontier's held-apart text and TEST (issue 26: does more budget move the frontier?)
+LONG=runs/reproduce-search-long14
+run rm -rf "$LONG"
+run cp -r "$SEARCH" "$LONG"
+run "$PY" -m gpsearch.cli search --resume "$LONG" --generations 14 --report none --robustness 0 \
+  --lead-noise 0
+run mkdir -p bench/search_long14
+for f in config.json sessions.jsonl log.jsonl hall_of_fame.csv progress.png summary.md \
+    funnel.json funnel.md funnel_conditions.json best_tree.json; do
+  run cp "$LONG/$f" "bench/search_long14/$f"
+done
+run "$PY" scripts/bench_frontier.py --runs bench/search_long14 --out bench/frontier_long14.json
 # the single-condition default before 2026-12-02, and the same search with the robust pick
 for spec in "default_search_single:14:" "search_robust_pick:10:nsamples=32"; do
   IFS=: read -r name gens pick <<<"$spec"
