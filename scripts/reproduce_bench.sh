@@ -63,7 +63,7 @@ run "$PY" -m gpsearch.cli search --resume "$LONG" --generations 14 --report none
   --lead-noise 0
 run mkdir -p bench/search_long14
 for f in config.json sessions.jsonl log.jsonl hall_of_fame.csv progress.png summary.md \
-    funnel.json funnel.md funnel_conditions.json best_tree.json; do
+    funnel.json funnel.md; do
   run cp "$LONG/$f" "bench/search_long14/$f"
 done
 run "$PY" scripts/bench_frontier.py --runs bench/search_long14 --out bench/frontier_long14.json
