@@ -76,18 +76,14 @@ class RunDir:
                                       rundir_check.MAX_CHECKPOINT_BYTES)
 
     # ---- per evaluation / per generation ------------------------------------------------------
-    def log(self, record: dict) -> None:
-        with open(self.file("log.jsonl"), "a", encoding="utf-8") as f:
+    def _append(self, name: str, record: dict) -> None:
+        with open(self.file(name), "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
 
-    def record_session(self, record: dict) -> None:
-        """Append one session's record to sessions.jsonl."""
-        with open(self.file("sessions.jsonl"), "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
-
-    def sessions(self) -> list[dict]:
-        """The session records (a line that is not a JSON object is skipped: data, not code)."""
-        path = self.file("sessions.jsonl")
+    def _records(self, name: str) -> list[tuple[str, dict]]:
+        """(line, record) of a JSON-lines file of the run; a line that is not a JSON object (one
+        cut by an interruption) is skipped: data, not code."""
+        path = self.file(name)
         if not path.is_file():
             return []
         out = []
@@ -97,8 +93,19 @@ class RunDir:
             except ValueError:
                 continue
             if isinstance(rec, dict):
-                out.append(rec)
+                out.append((line, rec))
         return out
+
+    def log(self, record: dict) -> None:
+        self._append("log.jsonl", record)
+
+    def record_session(self, record: dict) -> None:
+        """Append one session's record to sessions.jsonl."""
+        self._append("sessions.jsonl", record)
+
+    def sessions(self) -> list[dict]:
+        """The session records, in order."""
+        return [rec for _, rec in self._records("sessions.jsonl")]
 
     def truncate_log(self, generation: int) -> None:
         """Drop log records of generations after ``generation`` (written by an interrupted
@@ -106,13 +113,7 @@ class RunDir:
         path = self.file("log.jsonl")
         if not path.is_file():
             return
-        keep = []
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                if json.loads(line).get("gen", 0) <= generation:
-                    keep.append(line)
-            except ValueError:  # a line cut by the interruption
-                continue
+        keep = [line for line, rec in self._records("log.jsonl") if rec.get("gen", 0) <= generation]
         write_text(path, "".join(k + "\n" for k in keep))
 
     def attach(self, searcher, plot: bool = True) -> None:
