@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import math
 import sys
 import time
@@ -32,30 +31,35 @@ from gpsearch.io import ROOT, code_version, relative_path, write_json  # noqa: E
 CONDITIONS = (("nsamples=128", None), ("nsamples=32", 32))
 
 
-def search_runs(dirs: list[str] | None = None) -> list[Path]:
-    """Run directories (``dirs``, or every one in bench/) searched at 50% unstructured, uniform
-    allocation."""
+def search_runs(dirs: list[str] | None = None) -> list[tuple[Path, list[dict]]]:
+    """(directory, log.jsonl records) of the runs (``dirs``, or every one in bench/) searched at
+    50% unstructured, uniform allocation."""
+    from run_files import read_run
+
     out = []
     cfgs = [Path(d) / "config.json" for d in dirs] if dirs else \
         sorted((ROOT / "bench").rglob("config.json"))
     for cfg in cfgs:
-        s = json.loads(cfg.read_text()).get("settings", {})
-        if (s.get("sparsity") == 0.5 and s.get("pattern") == "unstructured"
-                and not s.get("allocation") and (cfg.parent / "log.jsonl").is_file()):
-            out.append(cfg.parent)
+        if not (cfg.parent / "log.jsonl").is_file():
+            continue
+        config, records = read_run(cfg.parent)
+        s = config.get("settings", {})
+        if s.get("sparsity") == 0.5 and s.get("pattern") == "unstructured" \
+                and not s.get("allocation"):
+            out.append((cfg.parent, records))
     return out
 
 
-def run_trees(run: Path, top: int) -> list[tuple[str, str]]:
+def run_trees(run: Path, records: list[dict], top: int) -> list[tuple[str, str]]:
     """(key, expr) of the run's hall of fame and its ``top`` best first-stage evaluations."""
     got = []
     hof = run / "hall_of_fame.csv"
     if hof.is_file():
         with hof.open() as f:
             got += [(r["key"], r["expression"]) for r in csv.DictReader(f)]
-    recs = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line]
-    evals = [r for r in recs if isinstance(r, dict) and r.get("hit") is None and not r.get("error")
-             and r.get("stages") and math.isfinite(r.get("fitness", math.inf))]
+    evals = [r for r in records if isinstance(r, dict) and r.get("hit") is None
+             and not r.get("error") and r.get("stages")
+             and math.isfinite(r.get("fitness", math.inf))]
     evals.sort(key=lambda r: r["stages"][0]["score"])
     got += [(r["key"], r["expr"]) for r in evals[:top]]
     return got
@@ -66,7 +70,8 @@ def main() -> None:
     ap.add_argument("--top", type=int, default=10, help="best first-stage evaluations per run")
     ap.add_argument("--windows", type=int, default=32, help="held-apart validation windows")
     ap.add_argument("--test", type=int, default=4, help="trees scored on TEST")
-    ap.add_argument("--runs", nargs="*", help="run directories (default: every one in bench/)")
+    ap.add_argument("--runs", nargs="*",
+                    help="run directories (default: every one in bench/ at 50%% unstructured)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "frontier.json"))
     args = ap.parse_args()
     version = code_version()
@@ -75,6 +80,7 @@ def main() -> None:
 
     from gpsearch.config import WANDA, EvalConfig
     from gpsearch.engine.conditions import Condition
+    from gpsearch.errors import UserError
     from gpsearch.jobs.robustness import score_condition
     from gpsearch.model.data import eval_windows
     from gpsearch.pruning.evaluator import Evaluator
@@ -85,8 +91,8 @@ def main() -> None:
 
     trees: dict[str, dict] = {}
     runs = search_runs(args.runs)
-    for run in runs:
-        for key, expr in run_trees(run, args.top):
+    for run, records in runs:
+        for key, expr in run_trees(run, records, args.top):
             t = trees.setdefault(key, {"expr": expr, "kind": "searched", "runs": []})
             if relative_path(run) not in t["runs"]:
                 t["runs"].append(relative_path(run))
@@ -117,8 +123,8 @@ def main() -> None:
                                      dataclasses.replace(ev, max_windows=args.windows),
                                      cache, windows)
             return ppl
-        except Exception as e:  # a tree that cannot be scored (e.g. all-NaN scores) loses
-            print(f"  {expr}: {type(e).__name__}: {e}", flush=True)
+        except UserError as e:  # a tree that cannot be scored here loses (as in the funnel)
+            print(f"  {expr}: {e}", flush=True)
             return math.inf
 
     caches = {label: {} for label, _ in CONDITIONS}
@@ -156,7 +162,7 @@ def main() -> None:
         "benchmark": "frontier", **version, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "model": evaluator.lm.spec, "sparsity": 0.5, "pattern": "unstructured",
         "calibration": evaluator.calib.to_dict(), "conditions": [lb for lb, _ in CONDITIONS],
-        "runs": [relative_path(r) for r in runs], "top_per_run": args.top,
+        "runs": [relative_path(r) for r, _ in runs], "top_per_run": args.top,
         "validation": {"split": "validation", "windows": [int(full.shape[0] - args.windows),
                                                           int(full.shape[0])],
                        "seqlen": ev.seqlen, "held_apart": True},

@@ -139,7 +139,10 @@ run "$PY" scripts/bench_funnel.py bench/funnel_runs/seed0 bench/funnel_runs/seed
   bench/funnel_runs/seed2 --refunnel --out bench/funnel.json
 # the frontier of the committed searches (issue 26's 38.1): their halls of fame and best
 # first-stage trees on held-apart validation text under 128 and 32 calibration samples, the best on TEST
-run "$PY" scripts/bench_frontier.py --out bench/frontier.json
+run "$PY" scripts/bench_frontier.py --out bench/frontier.json --runs bench/ablation_no_immigrants \
+  bench/default_search bench/default_search_single bench/funnel_runs/seed0 \
+  bench/funnel_runs/seed1 bench/funnel_runs/seed2 bench/search_fitness_nsamples32 \
+  bench/search_robust_pick
 # SparseGPT and Wanda at three commits in one environment (the 30.00 -> 30.34 question, issue 27)
 run "$PY" scripts/bench_sparsegpt_commits.py --commits 65c495a,1f593f4,HEAD \
   --out bench/sparsegpt_commits.json
