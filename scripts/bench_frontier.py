@@ -96,14 +96,12 @@ def main() -> None:
             t = trees.setdefault(key, {"expr": expr, "kind": "searched", "runs": []})
             if relative_path(run) not in t["runs"]:
                 t["runs"].append(relative_path(run))
-    hand = {}
     for p in sorted((ROOT / "trees").glob("*.json")):
         if p.stem == "magnitude":
             continue
         node = load_tree(str(p))
-        hand[p.stem] = str(node)
         trees[f"hand:{p.stem}"] = {"expr": str(node), "kind": "hand", "name": p.stem, "runs": []}
-    trees["hand:wanda"]["expr"] = WANDA
+    assert trees["hand:wanda"]["expr"] == WANDA  # the reference every ratio divides by
     print(f"frontier: {len(trees)} trees ({sum(t['kind'] == 'searched' for t in trees.values())} "
           f"searched, from {len(runs)} runs) x {len(CONDITIONS)} conditions on "
           f"{args.windows} held-apart validation windows", flush=True)
